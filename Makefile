@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh clone: `make repro` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PROMPT  ?= The state of the Union is
+# Keep every run offline: nothing may reach the Hugging Face hub at run time in the default pipeline.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install repro test test-fast bench generate clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-assets.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
+	touch $(STAMP)
+
+repro: install
+	$(BIN)/dvc repro
+	$(BIN)/python -m lmtune.report
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: install
+	$(BIN)/python -m bench
+
+generate: install
+	$(BIN)/python -m lmtune.generate --prompt "$(PROMPT)"
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,144 @@
+"""Evaluation numbers for causal LMs and classifiers, computed through the repo's own metric modules.
+
+The modules live in `lmtune/metric_modules/<name>/<name>.py` and are loaded by path, so nothing is
+fetched from the Hugging Face hub (the default pipeline runs with HF_HUB_OFFLINE=1).
+"""
+
+import functools
+from pathlib import Path
+
+import evaluate
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader
+
+MODULES_DIR = Path(__file__).resolve().parent / "metric_modules"
+IGNORE_INDEX = -100  # label value skipped by the loss, as in transformers / torch cross_entropy
+
+# Padding value per key when items differ in length; anything else is padded with pad_token_id.
+_PAD_VALUES = {"labels": IGNORE_INDEX, "attention_mask": 0}
+
+
+@functools.lru_cache(maxsize=None)
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """Load `lmtune/metric_modules/<name>` by path (cached: one shared instance per name).
+
+    The instance is stateful (add_batch buffers until compute), so callers must not interleave two
+    add_batch/compute cycles on the same name.
+    """
+    path = MODULES_DIR / name
+    # Check first: a name that is not a local module must not fall through to a hub download.
+    if not (path / f"{name}.py").is_file():
+        available = sorted(p.name for p in MODULES_DIR.iterdir() if (p / f"{p.name}.py").is_file())
+        raise ValueError(f"unknown metric module {name!r}; available: {available}")
+    # keep_in_memory: the per-batch rows are tiny; avoids arrow cache files and file locks on disk.
+    return evaluate.load(str(path), keep_in_memory=True)
+
+
+def pad_collate(items, pad_token_id: int = 0) -> dict:
+    """Stack a list of dicts of equal-length sequences / scalars; right-pad sequences that differ.
+
+    If input_ids had to be padded and there is no attention_mask, one is added so that the padding
+    is neither attended to nor scored (labels defaulting to input_ids are masked with it).
+    """
+    batch = {}
+    for key in items[0]:
+        values = [torch.as_tensor(item[key]) for item in items]
+        if values[0].dim() == 0:
+            batch[key] = torch.stack(values)
+        else:  # pad_sequence == stack when lengths are equal
+            batch[key] = pad_sequence(values, batch_first=True, padding_value=_PAD_VALUES.get(key, pad_token_id))
+    if "input_ids" in batch and "attention_mask" not in batch:
+        lengths = [len(item["input_ids"]) for item in items]
+        if len(set(lengths)) > 1:
+            batch["attention_mask"] = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return batch
+
+
+def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
+    """(summed next-token NLL, correct argmax predictions, scored tokens) for one batch.
+
+    logits: (batch, seq, vocab); labels: (batch, seq) aligned with the inputs, -100 = not scored.
+    Position t predicts token t+1, so logits drop the last step and labels drop the first.
+    """
+    vocab = logits.size(-1)
+    # float32: bf16/fp16 log-softmax over a large vocabulary loses precision in the loss.
+    shift_logits = logits[..., :-1, :].float().reshape(-1, vocab)
+    shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
+    mask = shift_labels != IGNORE_INDEX
+    # Per-token NLL in float32, summed in float64: a float32 sum of thousands of ~ln(V) terms
+    # already drifts by ~1e-5 relative. Sum, not mean: the metric weights batches by token count.
+    token_nll = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    nll_sum = token_nll.double().sum()  # ignored positions contribute exactly 0
+    n_correct = ((shift_logits.argmax(-1) == shift_labels) & mask).sum()
+    return float(nll_sum), int(n_correct), int(mask.sum())
+
+
+def _loader(dataset, batch_size, collate_fn, pad_token_id):
+    collate = collate_fn or functools.partial(pad_collate, pad_token_id=pad_token_id)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def _run_eval(model, loader, step) -> None:
+    """Call step(batch) for every batch with the model in eval/no_grad, restoring its train mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                step({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
+    except BaseException:
+        # A failure mid-loop leaves half an add_batch stream in the cached (shared) metric
+        # instances; drop them so the next evaluation starts clean.
+        load_metric.cache_clear()
+        raise
+    finally:
+        model.train(was_training)
+
+
+def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_token_id: int = 0) -> dict:
+    """Token-weighted loss, perplexity and next-token accuracy of a causal LM over `dataset`.
+
+    Items are dicts with input_ids and optionally labels / attention_mask. Without labels, the
+    labels are input_ids with attention_mask==0 positions set to -100 (padding is not scored).
+    The loss is computed here rather than via model(labels=...), whose per-batch mean would weight
+    batches equally regardless of how many valid tokens they hold.
+    Returns {"loss", "perplexity", "accuracy", "n_tokens"}; perplexity is None if exp(loss) overflows.
+    """
+    ppl_metric, acc_metric = load_metric("perplexity_from_nll"), load_metric("token_accuracy")
+
+    def step(batch):
+        attention_mask = batch.get("attention_mask")
+        labels = batch.get("labels")
+        if labels is None:
+            labels = batch["input_ids"]
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        logits = model(input_ids=batch["input_ids"], attention_mask=attention_mask).logits
+        nll_sum, n_correct, n_tokens = causal_lm_batch_stats(logits, labels)
+        ppl_metric.add_batch(nll_sum=[nll_sum], n_tokens=[n_tokens])
+        acc_metric.add_batch(n_correct=[n_correct], n_tokens=[n_tokens])
+
+    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step)
+    ppl, acc = ppl_metric.compute(), acc_metric.compute()
+    return {"loss": ppl["loss"], "perplexity": ppl["perplexity"], "accuracy": acc["accuracy"], "n_tokens": ppl["n_tokens"]}
+
+
+def evaluate_classifier(
+    model, dataset, batch_size: int, num_labels: int, *, collate_fn=None, pad_token_id: int = 0
+) -> dict:
+    """Accuracy, macro-F1, class counts and confusion matrix of a sequence classifier.
+
+    Items are dicts with input_ids, attention_mask and an integer `label`; the prediction is the
+    argmax of model(...).logits. Returns the `classification` metric module's output.
+    """
+    metric = load_metric("classification")
+
+    def step(batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        metric.add_batch(predictions=logits.argmax(-1).tolist(), references=batch["label"].tolist())
+
+    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step)
+    return metric.compute(num_labels=num_labels)

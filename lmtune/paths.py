@@ -1,0 +1,23 @@
+"""Every path the pipeline reads or writes, in one place (dvc.yaml names the same ones)."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params.yaml"
+
+DATA = ROOT / "data"
+RAW = DATA / "raw"          # download: DatasetDict, original schema, train + validation
+FLAT = DATA / "flat"        # flatten: task columns (text | prompt+response | text(+pair)+label)
+TOKENS = DATA / "tokens"    # tokenize: token ids per document
+CHUNKS = DATA / "chunks"    # chunk: fixed-size training examples
+
+MODELS = ROOT / "models"
+BASE = MODELS / "base"              # download: save_pretrained of model + tokenizer
+CHECKPOINTS = MODELS / "checkpoints"  # train: persist: true, resumable
+FINAL = MODELS / "final"            # train: tuned model + tokenizer
+EXPORT = MODELS / "export"          # export: safetensors, tokenizer, card, samples
+
+METRICS = ROOT / "metrics"
+TRAIN_METRICS = METRICS / "train.json"
+TRAIN_TIMING = METRICS / "train_timing.json"  # wall-clock numbers, kept apart so train.json is reproducible
+EVAL_METRICS = METRICS / "eval.json"
+TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)

@@ -1,0 +1,21 @@
+"""download: the dataset (original schema, train + validation) and the base model, saved locally."""
+from lmtune import models, params, paths, sources
+from lmtune.errors import cli
+from lmtune.io import atomic_dir
+
+
+@cli
+def main() -> None:
+    p = params.load()
+    raw = sources.load_raw(p.data, p.seed)
+    model, tokenizer = models.load_base(p.model, p.seed)
+    with atomic_dir(paths.RAW) as tmp:
+        raw.save_to_disk(tmp)
+    with atomic_dir(paths.BASE) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    print(f"download: {', '.join(f'{k} {len(v)} rows' for k, v in raw.items())}; base model -> {paths.BASE}")
+
+
+if __name__ == "__main__":
+    main()

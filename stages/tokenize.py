@@ -1,0 +1,31 @@
+"""tokenize: fast tokenizer in batches over `num_proc` workers; compact uint16/uint32 ids per document."""
+import datasets
+from transformers import AutoTokenizer
+
+from lmtune import chunking, params, paths, text
+from lmtune.errors import cli
+from lmtune.io import atomic_dir
+
+
+@cli
+def main() -> None:
+    p = params.load().tokenize
+    datasets.disable_caching()
+    tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
+    dtype = text.token_dtype(len(tokenizer))
+    eos = tokenizer.eos_token_id if p.eos_between_documents else None
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
+    flat = datasets.load_from_disk(paths.FLAT)
+    tokens = flat.map(
+        lambda b: {"input_ids": text.tokenize_texts(tokenizer, b["text"], eos)},
+        batched=True, batch_size=p.batch_size, num_proc=p.num_proc if p.num_proc > 1 else None,
+        remove_columns=["text"], features=features,
+    )
+    with atomic_dir(paths.TOKENS) as tmp:
+        tokens.save_to_disk(tmp)
+    counts = {k: chunking.count_values(v.data.column("input_ids")) for k, v in tokens.items()}
+    print(f"tokenize: {', '.join(f'{k} {n:,} tokens' for k, n in counts.items())} ({dtype.name})")
+
+
+if __name__ == "__main__":
+    main()
