@@ -9,6 +9,9 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
+export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
+# dvc.yaml's `python -m stages.X` must find the venv's python.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install repro test test-fast bench generate clean
 

@@ -1,0 +1,108 @@
+"""Shared test fixtures: an offline environment and a throwaway copy of the repo for `dvc repro` runs."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VENV_BIN = Path(sys.executable).parent
+
+# Nothing in a test may reach the hub.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DVC_NO_ANALYTICS": "1",
+}
+os.environ.update(OFFLINE_ENV)
+
+# The tiny end-to-end setting: a 2-layer GPT-2 from config with GPT-2's real BPE, on fixture text.
+TINY = {
+    "model": {"source": "gpt2_config", "gpt2": {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 128}},
+    "data": {"source": "files", "train_file": "tests/fixtures/sotu_small/train.txt",
+             "validation_file": "tests/fixtures/sotu_small/valid.txt"},
+    "chunk": {"block_size": 64, "max_train_blocks": 0, "max_validation_blocks": 0},
+    "train": {"max_steps": 8, "batch_size": 4, "save_steps": 4, "logging_steps": 1, "learning_rate": 1.0e-3},
+    "evaluate": {"batch_size": 8},
+    "generate": {"max_new_tokens": 8},
+}
+
+
+def deep_update(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Repo:
+    """A git + DVC copy of the project in a temp dir, with the venv on PATH."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.env = {**os.environ, **OFFLINE_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(self, *cmd, check=True, **kw) -> subprocess.CompletedProcess:
+        proc = subprocess.run(cmd, cwd=self.path, env=self.env, text=True, capture_output=True, **kw)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc
+
+    def dvc(self, *args, **kw):
+        return self.run(str(VENV_BIN / "dvc"), *args, **kw)
+
+    def stage(self, name, **kw):
+        return self.run(sys.executable, "-m", f"stages.{name}", **kw)
+
+    @property
+    def params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def set_params(self, overrides: dict) -> None:
+        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params, overrides), sort_keys=False))
+
+    def commit(self, msg="test"):
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-qm", msg, "--allow-empty")
+
+
+def make_repo(dest: Path, overrides: dict | None = None) -> Repo:
+    """Copy the tracked project files (not data/models/.venv) to `dest` and init git there."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
+                           capture_output=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    for f in ("dvc.lock",):  # the committed lock belongs to the default run, not to this copy's params
+        (dest / f).unlink(missing_ok=True)
+    for d in ("metrics",):
+        shutil.rmtree(dest / d, ignore_errors=True)
+        (dest / d).mkdir()
+    repo = Repo(dest)
+    repo.run("git", "init", "-q")
+    repo.run("git", "config", "user.email", "test@example.com")
+    repo.run("git", "config", "user.name", "test")
+    repo.set_params(deep_update(TINY, overrides or {}))
+    repo.commit("init")
+    return repo
+
+
+@pytest.fixture
+def tiny_repo(tmp_path) -> Repo:
+    return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> Repo:
+    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs."""
+    repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    repo.dvc("repro")
+    return repo
