@@ -1,0 +1,55 @@
+"""Base models: GPT-2 from config with the real BPE, a local folder, and the bundled SmolLM2 GGUF."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lmtune import models
+from lmtune.errors import UserError
+from lmtune.params import GPT2Arch, ModelParams
+
+TINY = GPT2Arch(n_layer=2, n_head=2, n_embd=32, n_positions=64)
+
+
+def test_gpt2_from_config_uses_gpt2_bpe_and_is_seeded():
+    m1, tok = models.gpt2_from_config(TINY, seed=7)
+    m2, _ = models.gpt2_from_config(TINY, seed=7)
+    assert tok("Hello world")["input_ids"] == [15496, 995] and tok.eos_token_id == 50256
+    assert m1.config.vocab_size == 50257 and m1.config.n_positions == 64
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert models.context_length(m1.config) == 64
+
+
+def test_local_folder_roundtrip_and_pad_token(tmp_path):
+    p = ModelParams(source="gpt2_config", name=None, revision=None, gpt2=TINY)
+    model, tok = models.load_base(p, seed=0)
+    assert tok.pad_token == tok.eos_token and model.config.pad_token_id == 50256
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    again, tok2 = models.load_base(ModelParams(source="local", name=str(tmp_path), revision=None, gpt2=TINY), seed=1)
+    x = torch.tensor([[15496, 995]])
+    assert torch.equal(model.eval()(x).logits, again(x).logits)
+
+
+def test_model_folder_without_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")  # never loaded: only safetensors are
+    with pytest.raises(UserError, match="no \\*.safetensors weights"):
+        models.check_model_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_becomes_a_plain_hf_model(tmp_path):
+    model, tok = models.smollm2()
+    assert model.config.model_type == "llama" and len(tok) == 49152
+    assert not hasattr(model.config, "quantization_config")
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [19556, 905]
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True)
+    x = tok("The state of the Union is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, b = model(x).logits, again(x).logits
+    assert torch.equal(a, b)
+    # A real pretrained LM: its next token after this prompt is far better than chance (log 49152 = 10.8 nats).
+    loss = again(x, labels=x).loss.item()
+    assert loss < 6.0, loss
