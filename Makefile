@@ -13,7 +13,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench generate clean
+.PHONY: install repro test test-fast bench generate recipe clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ bench: install
 
 generate: install
 	$(BIN)/python -m lmtune.generate --prompt "$(PROMPT)"
+
+# A seed recipe as a named DVC experiment (recipes/README.md): make recipe NAME=eli5 [ARGS="-S train.epochs=1"]
+# Recipes fetch their model and dataset from the hub, so this target lifts the offline switches.
+recipe: install
+	@test -n "$(NAME)" || { echo "usage: make recipe NAME=<$$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | paste -sd'|')>"; exit 2; }
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(BIN)/python -m lmtune.recipe $(NAME) $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -25,11 +25,31 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **kw
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def samples(model, tokenizer, gp: GenerateParams) -> list[dict]:
+def samples(model, tokenizer, gp: GenerateParams, format_prompt=None) -> list[dict]:
+    """Every prompt under every strategy. `format_prompt` wraps a prompt first (an instruction
+    model is prompted with its training template); the wrapped text is recorded as `input`."""
     model.eval()
-    return [
-        {"prompt": prompt, "strategy": name, "settings": kw,
-         "text": generate(model, tokenizer, prompt, gp.max_new_tokens, gp.seed, **kw)}
-        for prompt in gp.prompts
-        for name, kw in strategies(gp).items()
-    ]
+    out = []
+    for prompt in gp.prompts:
+        model_input = format_prompt(prompt) if format_prompt else prompt
+        for name, kw in strategies(gp).items():
+            s = {"prompt": prompt, "strategy": name, "settings": kw,
+                 "text": generate(model, tokenizer, model_input, gp.max_new_tokens, gp.seed, **kw)}
+            if format_prompt:
+                s["input"] = model_input
+            out.append(s)
+    return out
+
+
+@torch.no_grad()
+def classify(model, tokenizer, texts: list[str]) -> list[dict]:
+    """A classifier's label and class probabilities for each text (export's samples for classification)."""
+    model.eval()
+    out = []
+    for t in texts:
+        enc = tokenizer(t, return_tensors="pt").to(model.device)
+        probs = model(**enc).logits.softmax(-1)[0].tolist()
+        names = [model.config.id2label[i] for i in range(len(probs))]
+        out.append({"prompt": t, "label": names[max(range(len(probs)), key=probs.__getitem__)],
+                    "probabilities": {n: round(p, 6) for n, p in zip(names, probs)}})
+    return out

@@ -10,6 +10,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lmtune.checks import check_safetensors, one_line
 from lmtune.errors import UserError
 from lmtune.params import ModelParams
 from lmtune.sources import package_dir
@@ -59,17 +60,27 @@ def check_model_dir(path: Path) -> None:
         raise UserError(f"{path}: no config.json")
     if not list(path.glob("*.safetensors")):
         raise UserError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+    check_safetensors(path)
 
 
 def load_pretrained(name: str, revision=None, model_class=AutoModelForCausalLM, **kwargs):
     """Model + tokenizer from a hub id or a folder; safetensors only, no remote code."""
     try:
+        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=False)
+        if type(config) not in model_class._model_mapping:  # e.g. an encoder (BERT-like) or seq2seq model
+            raise UserError(
+                f"model.name: {name!r} is a {config.model_type!r} model, which has no {model_class.__name__} form; "
+                "fine-tuning here needs a decoder-only language model (GPT-2, Llama, SmolLM2, ...)"
+            )
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
         model = model_class.from_pretrained(
             name, revision=revision, use_safetensors=True, trust_remote_code=False, dtype=torch.float32, **kwargs
         )
-    except OSError as e:
-        raise UserError(f"cannot load model {name!r}: {e}") from None
+    except (OSError, ValueError) as e:  # missing files, remote code refused, unreadable weights
+        if "trust_remote_code" in str(e) or "custom code" in str(e):
+            raise UserError(f"cannot load model {name!r}: it needs its own Python code (trust_remote_code), "
+                            "which this project never runs; use a model transformers supports natively") from None
+        raise UserError(f"cannot load model {name!r}: {one_line(e)}") from None
     return model, tokenizer
 
 

@@ -78,10 +78,53 @@ class DataParams(Strict):
 
 
 class FlattenParams(Strict):
-    # Dotted paths into each record (e.g. `answers.text`); list values are joined with `joiner`.
+    # causal_lm: dotted paths into each record (e.g. `answers.text`); list values are joined with `joiner`.
     text_fields: Annotated[list[str], Field(min_length=1)]
     joiner: str
     drop_empty: bool
+    # instruction: record fields, and the prompt built from them. The context block is added only
+    # when the record's context is non-empty; the loss sees only the response (+ eos).
+    instruction_field: str
+    context_field: Optional[str]
+    response_field: str
+    instruction_template: str   # must contain {instruction}
+    context_template: str       # must contain {context}
+    response_template: str      # the prompt's last part, before the response text
+    # classification: text (+ optional pair, joined by the eos token) and an integer or named label.
+    text_field: str
+    text_pair_field: Optional[str]
+    label_field: str
+    label_names: list[str]      # class i is label_names[i]; required for task classification
+
+    @model_validator(mode="after")
+    def _templates(self):
+        problems = []
+        if "{instruction}" not in self.instruction_template:
+            problems.append("flatten.instruction_template must contain {instruction}")
+        if "{context}" not in self.context_template:
+            problems.append("flatten.context_template must contain {context}")
+        if len(set(self.label_names)) != len(self.label_names):
+            problems.append(f"flatten.label_names has duplicates: {self.label_names}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class LoraParams(Strict):
+    # LoRA through peft: low-rank adapters on `target_modules` (GPT-2: c_attn = attention q,k,v);
+    # `modules_to_save` are trained in full and saved with the adapter (e.g. a classifier head `score`).
+    enabled: bool
+    r: PosInt
+    alpha: PosFloat
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    target_modules: list[str]
+    modules_to_save: list[str]
+
+    @model_validator(mode="after")
+    def _targets(self):
+        if self.enabled and not self.target_modules:
+            raise ValueError("lora.target_modules must name at least one module when lora.enabled is true")
+        return self
 
 
 class TokenizeParams(Strict):
@@ -124,6 +167,10 @@ class TrainParams(Strict):
             raise ValueError(f"train.max_steps must be -1 or > 0, got {self.max_steps}")
         if self.early_stopping_patience and not self.eval_steps:
             raise ValueError("train.early_stopping_patience needs train.eval_steps > 0")
+        if self.early_stopping_patience and self.save_steps % self.eval_steps:
+            # the best checkpoint is reloaded at the end, so every evaluation must have a checkpoint
+            raise ValueError(f"train.save_steps ({self.save_steps}) must be a multiple of train.eval_steps "
+                             f"({self.eval_steps}) when train.early_stopping_patience is set")
         return self
 
 
@@ -142,7 +189,7 @@ class GenerateParams(Strict):
 
 class Params(Strict):
     seed: int
-    task: Literal["causal_lm"]
+    task: Literal["causal_lm", "instruction", "classification"]
     model: ModelParams
     data: DataParams
     flatten: FlattenParams
@@ -151,6 +198,20 @@ class Params(Strict):
     train: TrainParams
     evaluate: EvaluateParams
     generate: GenerateParams
+    lora: LoraParams
+
+    @model_validator(mode="after")
+    def _task_fields(self):
+        # Cross-section checks for the task; each message names the key to fix.
+        problems = []
+        if self.task == "classification":
+            if len(self.flatten.label_names) < 2:
+                problems.append("flatten.label_names must list at least 2 class names when task is 'classification'")
+            if self.chunk.mode != "pad":
+                problems.append("chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def _format(err: dict) -> str:
@@ -179,7 +240,7 @@ def load(path: Path = paths.PARAMS) -> Params:
     except FileNotFoundError:
         raise UserError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None  # one line
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     return validate(raw, path.name)

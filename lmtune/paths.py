@@ -20,4 +20,5 @@ METRICS = ROOT / "metrics"
 TRAIN_METRICS = METRICS / "train.json"
 TRAIN_TIMING = METRICS / "train_timing.json"  # wall-clock numbers, kept apart so train.json is reproducible
 EVAL_METRICS = METRICS / "eval.json"
+CONFUSION = METRICS / "confusion.csv"  # evaluate: tuned classifier's confusion matrix (DVC plot)
 TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)

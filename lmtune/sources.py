@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from lmtune.checks import check_data_file, one_line
 from lmtune.errors import UserError
 from lmtune.params import DataParams
 
@@ -43,6 +44,7 @@ def _check_file(path: str, key: str) -> tuple[str, str]:
     builder = FILE_BUILDERS.get(p.suffix.lower())
     if builder is None:
         raise UserError(f"{key}: unsupported file type {p.suffix!r} for {path} (use one of {sorted(FILE_BUILDERS)})")
+    check_data_file(p, key)  # UTF-8, not blank, every JSON line parses: errors name the line
     return builder, str(p.resolve())
 
 
@@ -57,7 +59,8 @@ def load_split(data: DataParams, which: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(builder, data_files={which: resolved}, split=which)
     except Exception as e:  # datasets wraps parse errors in several types; name the file.
-        raise UserError(f"data.{which}_file: cannot read {path}: {e.__class__.__name__}: {e}") from None
+        cause = e.__cause__ or e.__context__ or e
+        raise UserError(f"data.{which}_file: cannot read {path}: {cause.__class__.__name__}: {one_line(cause)}") from None
 
 
 def holdout(ds: datasets.Dataset, how: str, size: float, seed: int) -> datasets.DatasetDict:

@@ -48,9 +48,25 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def tokenize_texts(tokenizer, texts: list[str], eos_id: int | None) -> list[np.ndarray]:
-    """Token ids per text (no special tokens added by the tokenizer), eos appended when given."""
-    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    if eos_id is None:
-        return [np.asarray(x) for x in ids]
-    return [np.asarray(x + [eos_id]) for x in ids]
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    # A fast tokenizer's Rust backend directly: encode_batch_fast skips the offsets and the
+    # BatchEncoding conversion (same ids; ~1.3x faster on SOTU). Falls back to __call__ when the
+    # backend carries its own truncation/padding (which __call__ would switch off) or is absent.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast") and backend.truncation is None and backend.padding is None:
+        return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def tokenize_texts(tokenizer, texts: list[str], eos_id: int | None, dtype=None) -> list[np.ndarray]:
+    """Token ids per text (no special tokens added by the tokenizer), eos appended when given.
+
+    One compact numpy array per text (`dtype`, e.g. from token_dtype; int64 when None). An id that
+    does not fit the dtype raises UserError instead of silently wrapping.
+    """
+    dtype = np.dtype(np.int64 if dtype is None else dtype)
+    tail = [] if eos_id is None else [eos_id]
+    try:
+        return [np.array(x + tail, dtype=dtype) for x in _encode(tokenizer, texts)]
+    except OverflowError as e:
+        raise UserError(f"token id does not fit {dtype.name} ({e}); the vocabulary needs a wider token dtype") from None

@@ -1,24 +1,27 @@
-"""flatten: each record of the raw dataset becomes one `text` (nested fields joined)."""
+"""flatten: each raw record becomes the task's columns: `text` (nested fields joined) for causal LM,
+`prompt` + `response` for instruction tuning, `text` (+ `text_pair`) + `label` for classification."""
 import datasets
 
-from lmtune import params, paths, text
+from lmtune import params, paths, tasks, text
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir
 
 
 @cli
 def main() -> None:
-    p = params.load().flatten
+    all_params = params.load()
+    p, task = all_params.flatten, all_params.task
     datasets.disable_caching()  # map results go to a temp dir, never beside data/raw (another stage's out)
     raw = datasets.load_from_disk(paths.RAW)
+    fields = tasks.source_fields(task, p)
     flat = {}
     for split, ds in raw.items():
-        text.check_columns(ds.column_names, p.text_fields, f"data/raw {split}")
-        out = ds.map(lambda r: {"text": text.flatten_record(r, p.text_fields, p.joiner)}, remove_columns=ds.column_names)
+        text.check_columns(ds.column_names, fields, f"data/raw {split}")
+        out = ds.map(lambda r: tasks.flatten_record(task, p, r), remove_columns=ds.column_names)
         if p.drop_empty:
-            out = out.filter(lambda r: bool(r["text"].strip()))
+            out = out.filter(lambda r: tasks.keep_flat(task, r))
         if len(out) == 0:
-            raise UserError(f"data/raw {split}: no non-empty text in fields {p.text_fields}")
+            raise UserError(f"data/raw {split}: no non-empty text in fields {fields}")
         flat[split] = out
     with atomic_dir(paths.FLAT) as tmp:
         datasets.DatasetDict(flat).save_to_disk(tmp)

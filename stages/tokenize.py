@@ -2,24 +2,24 @@
 import datasets
 from transformers import AutoTokenizer
 
-from lmtune import chunking, params, paths, text
+from lmtune import chunking, params, paths, tasks, text
 from lmtune.errors import cli
 from lmtune.io import atomic_dir
 
 
 @cli
 def main() -> None:
-    p = params.load().tokenize
+    all_params = params.load()
+    p, task = all_params.tokenize, all_params.task
     datasets.disable_caching()
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     dtype = text.token_dtype(len(tokenizer))
     eos = tokenizer.eos_token_id if p.eos_between_documents else None
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
     flat = datasets.load_from_disk(paths.FLAT)
     tokens = flat.map(
-        lambda b: {"input_ids": text.tokenize_texts(tokenizer, b["text"], eos)},
+        lambda b: tasks.tokenize_batch(task, tokenizer, b, eos),
         batched=True, batch_size=p.batch_size, num_proc=p.num_proc if p.num_proc > 1 else None,
-        remove_columns=["text"], features=features,
+        remove_columns=flat["train"].column_names, features=tasks.token_features(task, dtype),
     )
     with atomic_dir(paths.TOKENS) as tmp:
         tokens.save_to_disk(tmp)

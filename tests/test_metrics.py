@@ -214,3 +214,29 @@ def test_failed_run_does_not_leak_batches_into_the_next():
         evaluate_causal_lm(model, data, batch_size=2)  # first batch already added to the metric
     model.forward = forward
     assert evaluate_causal_lm(model, data, batch_size=2) == expected
+
+
+def test_accuracy_matches_argmax_including_ties():
+    torch.manual_seed(2)
+    logits = torch.randn(3, 8, 6)
+    logits[0, 1] = 0.0  # a full tie: argmax picks index 0
+    logits[1, 2, :2] = 5.0  # a tie between ids 0 and 1 at the max
+    labels = torch.randint(0, 6, (3, 8))
+    labels[0, 2], labels[0, 3] = 0, 3  # position 1 predicts label[2]
+    labels[1, 3] = 1  # tied with id 0, which argmax prefers: not correct
+    labels[2, 4] = -100
+    _, n_correct, _ = causal_lm_batch_stats(logits, labels)
+    keep = labels[:, 1:] != -100
+    assert n_correct == int((logits[:, :-1].argmax(-1) == labels[:, 1:])[keep].sum())
+
+
+def test_accuracy_is_exact_when_most_rows_are_correct():
+    torch.manual_seed(3)
+    logits = torch.randn(2, 9, 7)
+    labels = torch.cat([torch.zeros(2, 1, dtype=torch.long), logits[:, :-1].argmax(-1)], dim=1)  # all correct
+    labels[0, 3] = (labels[0, 3] + 1) % 7  # one wrong
+    logits[1, 4] = 0.0  # a full tie at position 4: argmax says id 0
+    labels[1, 5] = 2
+    _, n_correct, n_tokens = causal_lm_batch_stats(logits, labels)
+    assert n_correct == int((logits[:, :-1].argmax(-1) == labels[:, 1:]).sum())
+    assert n_tokens == 16

@@ -1,0 +1,148 @@
+"""`make bench`: our pipeline's functions against the usual way, side by side in one run.
+
+Prints a markdown table and writes metrics/bench.json (not a dvc.yaml metric, so `dvc metrics diff`
+ignores it). Sizes are flags; the defaults fit in ~10 minutes on a 2-core CPU. A GPU machine can pass
+bigger ones, e.g. `python -m bench --smollm2-steps 50 --smollm2-batch 8 --eval-blocks 256`.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import ROOT, Row, machine, table, to_json
+
+ROWS = ("chunk", "tokenize", "train", "evaluate", "dvc")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
+    ap.add_argument("--repeats", type=int, default=4, help="repeats per measurement (the median is reported; even: train alternates which side goes first)")
+    ap.add_argument("--chunk-tokens", type=float, default=10e6)
+    ap.add_argument("--chunk-large-tokens", type=float, default=100e6)
+    ap.add_argument("--chunk-sum-repeats", type=int, default=1, help="the seeds' sum(lists, []) baseline is quadratic")
+    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--tokenize-batch", type=int, default=1000)
+    ap.add_argument("--synthetic-mb", type=float, default=50, help="synthetic text for the tokenize row (0: skip)")
+    ap.add_argument("--synthetic-repeats", type=int, default=1)
+    ap.add_argument("--gpt2-steps", type=int, default=8)
+    ap.add_argument("--gpt2-batch", type=int, default=4)
+    ap.add_argument("--smollm2-steps", type=int, default=4, help="0: skip the SmolLM2 train row")
+    ap.add_argument("--smollm2-batch", type=int, default=1)
+    ap.add_argument("--smollm2-block", type=int, default=128)
+    ap.add_argument("--eval-blocks", type=int, default=8, help="SmolLM2 validation blocks (tiny GPT-2: 4x as many)")
+    ap.add_argument("--eval-batch", type=int, default=8)
+    ap.add_argument("--lr-changes", type=int, default=1)
+    ap.add_argument("--smollm2-dir", type=Path, default=Path.home() / ".cache" / "lmtune-bench" / "smollm2",
+                    help="where the bundled SmolLM2 is converted once and reused")
+    ap.add_argument("--json", type=Path, default=ROOT / "metrics" / "bench.json")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table (with the machine) here")
+    return ap.parse_args(argv)
+
+
+def smollm2_dir(dest: Path) -> Path:
+    """SmolLM2-135M-Instruct from the bundled GGUF as a plain HF folder (what the download stage writes)."""
+    if (dest / "config.json").is_file() and list(dest.glob("*.safetensors")):
+        return dest
+    from lmtune import models
+
+    model, tok = models.smollm2()
+    tmp = dest.parent / f".{dest.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def markdown(rows: list[Row], info: dict, wall: float, argv_note: str) -> str:
+    return "\n".join([
+        "# Benchmark results", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info.get('ram_gb', '?')} GB RAM, CUDA: {info['cuda']}; "
+        f"torch {info['torch']} ({info['torch_threads']} threads), transformers {info['transformers']}, Python {info['python']}.",
+        f"Command: `{argv_note}`; whole run {wall / 60:.1f} min. Ratio > 1 means ours is faster.",
+        f"Load average (1, 5, 15 min) at start {info['load_average_at_start']}, at end {info['load_average_at_end']} "
+        f"(other jobs shared the machine: absolute figures are low, ratios are measured interleaved in the same run).", "",
+        table(rows), "",
+    ])
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = set(wanted) - set(ROWS)
+    if unknown:
+        raise SystemExit(f"--rows: unknown {sorted(unknown)}; choose from {ROWS}")
+    # A kill (SIGTERM) still runs the cleanup below: the temp dir holds GBs of generated data.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    info = machine()
+    info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"bench on {info['cpu']} ({info['cores']} cores, {info.get('ram_gb')} GB), rows: {wanted}", flush=True)
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
+    try:
+        def section(name, fn):
+            t = time.perf_counter()
+            new = fn()
+            rows.extend(new)
+            print(f"\n[{name}: {time.perf_counter() - t:.0f} s]\n{table(new)}", flush=True)
+
+        needs_smol = {"tokenize", "train", "evaluate"} & set(wanted)
+        smol = smollm2_dir(args.smollm2_dir) if needs_smol else None
+        if "chunk" in wanted:
+            from bench import chunk
+
+            section("chunk", lambda: chunk.bench(work, int(args.chunk_tokens), int(args.chunk_large_tokens),
+                                                 args.block_size, args.repeats, args.chunk_sum_repeats))
+        if "tokenize" in wanted:
+            from bench import tokenize
+
+            section("tokenize", lambda: tokenize.bench(work, smol, args.synthetic_mb, args.tokenize_batch,
+                                                       args.repeats, args.synthetic_repeats))
+        if {"train", "evaluate"} & set(wanted):
+            from bench import train
+
+            gpt2 = train.tiny_gpt2(work / "gpt2")
+        if "train" in wanted:
+            peak = train.matmul_peak()
+            section("train", lambda: [
+                train.bench_model("tiny GPT-2", gpt2, args.block_size, args.gpt2_batch, args.gpt2_steps, args.repeats, peak, work),
+            ] + ([] if args.smollm2_steps == 0 else [
+                train.bench_model("SmolLM2-135M", smol, args.smollm2_block, args.smollm2_batch, args.smollm2_steps,
+                                  args.repeats, peak, work),
+            ]))
+        if "evaluate" in wanted:
+            from bench import evaluate
+
+            section("evaluate", lambda: [
+                evaluate.bench_model("tiny GPT-2", gpt2, train.make_blocks(gpt2, args.block_size, 4 * args.eval_blocks),
+                                     args.eval_batch, args.repeats, work),
+                evaluate.bench_model("SmolLM2-135M", smol, train.make_blocks(smol, args.block_size, args.eval_blocks),
+                                     args.eval_batch, args.repeats, work),
+            ])
+        if "dvc" in wanted:
+            from bench import dvcrepro
+
+            section("dvc", lambda: dvcrepro.bench(work, args.repeats, args.lr_changes))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - started
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\n## All rows ({wall / 60:.1f} min)\n\n{table(rows)}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": info, "wall_s": round(wall, 1), "args": {k: str(v) for k, v in vars(args).items()},
+                                     "rows": to_json(rows)}, indent=2, sort_keys=True) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(rows, info, wall, "python -m bench " + " ".join(sys.argv[1:])))
+    print(f"wrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Train-step rows: the train stage's loop (lmtune.training.train) vs a plain HF Trainer, same blocks.
+
+The baseline is what the seed notebooks do: TrainingArguments defaults (+ the same learning rate,
+batch size, steps and seed) and DataCollatorForLanguageModeling(mlm=False) over plain-list blocks.
+Throughput is tokens per optimizer step over the median step time (the interval between
+consecutive on_step_end callbacks, first step excluded as warm-up): it covers data loading,
+collation, forward, backward, optimizer and logging, and excludes the end-of-run checkpoint both
+sides write. Achieved FLOP/s = 6 x parameters x tokens/s, against a matmul peak measured here.
+"""
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Row, median
+
+
+def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+    """fp32 FLOP/s of torch.mm (n x n) on all torch threads: the best of `repeats` after a warm-up."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+class StepTimer:
+    """Appended to every Trainer built while installed: wall time at each optimizer step's end."""
+
+    def __init__(self):
+        import transformers
+
+        self.times: list[float] = []
+        timer = self
+
+        class _CB(transformers.TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                timer.times = [time.perf_counter()]
+
+            def on_step_end(self, args, state, control, **kw):
+                timer.times.append(time.perf_counter())
+
+        self.callback = _CB()
+        self._orig = transformers.Trainer.__init__
+
+        def init(trainer, *a, **kw):
+            self._orig(trainer, *a, **kw)
+            trainer.add_callback(self.callback)
+
+        transformers.Trainer.__init__ = init
+
+    def step_seconds(self) -> float:
+        """Median step interval, the first (warm-up) step excluded."""
+        d = np.diff(self.times)
+        return float(np.median(d[1:] if len(d) > 1 else d))
+
+    def close(self):
+        import transformers
+
+        transformers.Trainer.__init__ = self._orig
+
+
+def make_blocks(tok_dir: Path, block_size: int, n_blocks: int):
+    """The first n_blocks blocks of SOTU, tokenized and cut as the tokenize + chunk stages do."""
+    from transformers import AutoTokenizer
+
+    from lmtune import chunking, sources, text
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    texts, ids, total = sources.sotu_dataset()["text"], [], 0
+    for t in texts:
+        ids.extend(text.tokenize_texts(tok, [t], tok.eos_token_id, text.token_dtype(len(tok))))
+        total += len(ids[-1])
+        if total >= (n_blocks + 1) * block_size:
+            break
+    return chunking.blocks_dataset(chunking.group_blocks(np.concatenate(ids), block_size)[:n_blocks])
+
+
+def ours(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, timer: StepTimer, work: Path) -> float:
+    """lmtune.training.train as stages/train.py calls it; the params are params.yaml's train section."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmtune import params, training
+
+    tp = params.load().train.model_copy(update={
+        "max_steps": steps, "batch_size": batch_size, "gradient_accumulation_steps": 1,
+        "save_steps": 10**6, "eval_steps": 0, "early_stopping_patience": 0,
+    })
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        training.train(model, tok, blocks.with_format("numpy"), None, tp, params.load().seed,
+                       Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
+    return timer.step_seconds()
+
+
+def baseline(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, timer: StepTimer, work: Path) -> float:
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmtune import params
+
+    p = params.load()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        args = transformers.TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=steps,
+            learning_rate=p.train.learning_rate, seed=p.seed, report_to="none",
+        )
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=blocks.with_format(None),
+            data_collator=transformers.DataCollatorForLanguageModeling(tok, mlm=False), processing_class=tok,
+        )
+        trainer.train()
+    return timer.step_seconds()
+
+
+def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, steps: int, repeats: int,
+                peak: float, work: Path) -> Row:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    blocks = make_blocks(model_dir, block_size, batch_size * steps)
+    n_params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    tokens_per_step = batch_size * block_size
+    timer = StepTimer()
+    o, b = [], []
+    try:
+        # Interleaved, and the order alternates: whichever side runs right after the other's end-of-run
+        # checkpoint write (1.6 GB for SmolLM2, still being flushed) measured up to 30% slower here.
+        for i in range(repeats):
+            pair = [(o, ours), (b, baseline)]
+            for out, fn in (pair if i % 2 == 0 else pair[::-1]):
+                out.append(fn(model_dir, blocks, block_size, batch_size, steps, timer, work))
+    finally:
+        timer.close()
+    ours_tps, base_tps = tokens_per_step / median(o), tokens_per_step / median(b)
+    flops = 6 * n_params * ours_tps
+    ratio = ours_tps / base_tps
+    return Row(
+        f"train step {label} ({n_params / 1e6:.1f}M params, batch {batch_size}×{block_size})", ours_tps, base_tps,
+        "tokens/s", ratio, "≥ 1.0×", ratio >= 1.0,
+        note=(f"achieved {flops / 1e9:.1f} GFLOP/s (6·N·tokens/s) = {flops / peak:.0%} of the measured fp32 matmul peak "
+              f"{peak / 1e9:.0f} GFLOP/s (baseline {6 * n_params * base_tps / peak:.0%}); median step of {steps} steps "
+              f"(first excluded), median of {repeats} runs each"),
+        extra={"ours_step_s": o, "baseline_step_s": b, "params": n_params, "achieved_flops": flops,
+               "matmul_peak_flops": peak, "fraction_of_peak": flops / peak},
+    )
+
+
+def tiny_gpt2(dest: Path) -> Path:
+    """A fresh GPT-2 of params.yaml's model.gpt2 shape with GPT-2's real BPE, saved like models/base."""
+    from lmtune import models, params
+
+    p = params.load()
+    model, tok = models.gpt2_from_config(p.model.gpt2, p.seed)
+    tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest

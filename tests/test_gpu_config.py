@@ -1,0 +1,101 @@
+"""The GPU training config, checked on a CPU machine: what training_arguments asks the Trainer for
+when CUDA is (pretend-)available, and that models load with SDPA attention."""
+import pytest
+import torch
+import transformers
+
+from lmtune import params, training
+from lmtune.errors import UserError
+
+
+@pytest.mark.parametrize(
+    "precision, cuda, bf16_ok, expected",
+    [
+        ("auto", True, True, {"bf16": True, "fp16": False}),
+        ("auto", True, False, {"bf16": False, "fp16": True}),
+        ("auto", False, False, {"bf16": False, "fp16": False}),
+        ("fp32", True, True, {"bf16": False, "fp16": False}),
+        ("bf16", True, True, {"bf16": True, "fp16": False}),
+        ("fp16", True, True, {"bf16": False, "fp16": True}),
+        ("bf16", False, False, {"bf16": True, "fp16": False}),  # CPU bf16 autocast, when asked for
+    ],
+)
+def test_precision_flags(precision, cuda, bf16_ok, expected):
+    assert training.precision_flags(precision, cuda, bf16_ok) == expected
+
+
+def test_fp16_without_cuda_is_a_user_error():
+    with pytest.raises(UserError, match="train.precision"):
+        training.precision_flags("fp16", False, False)
+
+
+@pytest.fixture
+def recorded_args(monkeypatch, tmp_path):
+    """training_arguments' kwargs, with CUDA present or not (the TrainingArguments class is stubbed)."""
+
+    def run(cuda: bool, bf16_ok: bool = True, **train_overrides):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+        monkeypatch.setattr(training.transformers, "TrainingArguments", lambda **kw: kw)
+        tp = params.load().train.model_copy(update=train_overrides)
+        return training.training_arguments(tp, 0, tmp_path)
+
+    return run
+
+
+def test_cuda_gets_fused_adamw_pinned_memory_and_bf16(recorded_args):
+    kw = recorded_args(cuda=True, precision="auto", dataloader_workers=4)
+    assert kw["optim"] == "adamw_torch_fused"
+    assert kw["dataloader_pin_memory"] is True
+    assert kw["dataloader_num_workers"] == 4
+    assert (kw["bf16"], kw["fp16"]) == (True, False)
+
+
+def test_older_gpu_gets_fp16(recorded_args):
+    kw = recorded_args(cuda=True, bf16_ok=False, precision="auto")
+    assert (kw["bf16"], kw["fp16"]) == (False, True)
+
+
+def test_cpu_gets_no_pinning_fp32_and_fused_adamw_where_torch_has_it(recorded_args, monkeypatch):
+    kw = recorded_args(cuda=False, precision="auto")
+    assert kw["optim"] == "adamw_torch_fused"  # torch >= 2.4 has a fused CPU AdamW
+    assert kw["dataloader_pin_memory"] is False
+    assert (kw["bf16"], kw["fp16"]) == (False, False)
+    monkeypatch.setattr(torch, "__version__", "2.3.1")
+    assert training.optimizer_name(cuda=False) == "adamw_torch"
+    assert training.optimizer_name(cuda=True) == "adamw_torch_fused"
+
+
+@pytest.mark.parametrize("switch", [True, False])
+def test_torch_compile_follows_the_params_switch(recorded_args, switch):
+    assert recorded_args(cuda=True, torch_compile=switch)["torch_compile"] is switch
+
+
+def test_default_params_on_this_machine_build_real_training_arguments(tmp_path):
+    args = training.training_arguments(params.load().train, 0, tmp_path)
+    assert isinstance(args, transformers.TrainingArguments)
+    if not torch.cuda.is_available():
+        assert (args.bf16, args.fp16, args.optim.value, args.dataloader_pin_memory) == (False, False, "adamw_torch_fused", False)
+
+
+def _save(config, path):
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, vocab_size=64),
+        transformers.LlamaConfig(num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, hidden_size=16,
+                                 intermediate_size=32, vocab_size=64, max_position_embeddings=32),  # SmolLM2's family
+    ],
+    ids=["gpt2", "llama"],
+)
+def test_models_load_with_sdpa_attention(tmp_path, config):
+    # The stages load with from_pretrained(folder, use_safetensors=True) and no attn_implementation:
+    # transformers picks SDPA for every architecture that supports it (eager otherwise, instead of
+    # failing as an explicit attn_implementation="sdpa" would on a hub model without SDPA).
+    model = transformers.AutoModelForCausalLM.from_pretrained(_save(config, tmp_path / "m"), use_safetensors=True)
+    assert model.config._attn_implementation == "sdpa"
