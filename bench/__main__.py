@@ -22,7 +22,7 @@ ROWS = ("chunk", "tokenize", "train", "evaluate", "dvc")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
-    ap.add_argument("--repeats", type=int, default=4, help="repeats per measurement (the median is reported; even: train alternates which side goes first)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement (the median is reported; train rotates which side goes first)")
     ap.add_argument("--chunk-tokens", type=float, default=10e6)
     ap.add_argument("--chunk-large-tokens", type=float, default=100e6)
     ap.add_argument("--chunk-sum-repeats", type=int, default=1, help="the seeds' sum(lists, []) baseline is quadratic")
@@ -35,6 +35,8 @@ def parse_args(argv=None):
     ap.add_argument("--smollm2-steps", type=int, default=4, help="0: skip the SmolLM2 train row")
     ap.add_argument("--smollm2-batch", type=int, default=1)
     ap.add_argument("--smollm2-block", type=int, default=128)
+    ap.add_argument("--tuned-repeats", type=int, default=3,
+                    help="runs of SmolLM2's informational train side, the plain Trainer with our allocator tuning (0: skip it, and evaluate's)")
     ap.add_argument("--eval-blocks", type=int, default=8, help="SmolLM2 validation blocks (tiny GPT-2: 4x as many)")
     ap.add_argument("--eval-batch", type=int, default=8)
     ap.add_argument("--lr-changes", type=int, default=1)
@@ -112,21 +114,22 @@ def main(argv=None) -> None:
             gpt2 = train.tiny_gpt2(work / "gpt2")
         if "train" in wanted:
             peak = train.matmul_peak()
-            section("train", lambda: [
-                train.bench_model("tiny GPT-2", gpt2, args.block_size, args.gpt2_batch, args.gpt2_steps, args.repeats, peak, work),
-            ] + ([] if args.smollm2_steps == 0 else [
-                train.bench_model("SmolLM2-135M", smol, args.smollm2_block, args.smollm2_batch, args.smollm2_steps,
-                                  args.repeats, peak, work),
-            ]))
+            section("train", lambda: train.bench_model(
+                "tiny GPT-2", gpt2, args.block_size, args.gpt2_batch, args.gpt2_steps, args.repeats, peak, work,
+            ) + ([] if args.smollm2_steps == 0 else train.bench_model(
+                "SmolLM2-135M", smol, args.smollm2_block, args.smollm2_batch, args.smollm2_steps, args.repeats, peak,
+                work, tuned_repeats=args.tuned_repeats,
+            )))
         if "evaluate" in wanted:
             from bench import evaluate
 
-            section("evaluate", lambda: [
-                evaluate.bench_model("tiny GPT-2", gpt2, train.make_blocks(gpt2, args.block_size, 4 * args.eval_blocks),
-                                     args.eval_batch, args.repeats, work),
-                evaluate.bench_model("SmolLM2-135M", smol, train.make_blocks(smol, args.block_size, args.eval_blocks),
-                                     args.eval_batch, args.repeats, work),
-            ])
+            section("evaluate", lambda: evaluate.bench_model(
+                "tiny GPT-2", gpt2, args.block_size, 4 * args.eval_blocks, args.eval_batch, args.repeats, work,
+                tuned=False, order=0,
+            ) + evaluate.bench_model(
+                "SmolLM2-135M", smol, args.block_size, args.eval_blocks, args.eval_batch, args.repeats, work,
+                tuned=args.tuned_repeats > 0, order=1,
+            ))
         if "dvc" in wanted:
             from bench import dvcrepro
 

@@ -3,60 +3,117 @@
 The baseline is run_clm.py's: a `labels` column equal to input_ids, default_data_collator, and
 perplexity = exp(eval_loss). Both sides see the same model and batch size; each timing is the
 evaluation call alone (the baseline's Trainer is built before its clock starts).
+
+Each side runs in fresh processes (one side's memory state never carries into the other's), each
+doing one untimed warm-up evaluation and then timed ones:
+    python -m bench.evaluate SIDE MODEL_DIR BLOCK_SIZE N_BLOCKS BATCH_SIZE REPEATS WORK_DIR
+SIDE: ours (the stage: lmtune.allocator tuning + evaluate_causal_lm), baseline (Trainer.evaluate as
+run_clm.py runs it), baseline_tuned (Trainer.evaluate in a process with the same allocator tuning).
 """
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, median
+from bench.common import Row, emit, median, worker
+
+SIDES = ("ours", "baseline", "baseline_tuned")
 
 
-def bench_model(label: str, model_dir: Path, blocks, batch_size: int, repeats: int, work: Path) -> Row:
+def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_size: int, repeats: int,
+             work: Path) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from lmtune import metrics
+    from bench.train import make_blocks
+    from lmtune import allocator, metrics
 
     transformers.logging.set_verbosity_error()
+    if side in ("ours", "baseline_tuned"):
+        allocator.tune_cpu_allocator()  # first thing, as stages/evaluate.py does
+    blocks = make_blocks(model_dir, block_size, n_blocks)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    ours_ds = blocks.with_format("torch")  # what stages/evaluate.py passes (loaded from data/chunks)
-    base_ds = blocks.with_format(None).map(lambda b: {"labels": b["input_ids"]}, batched=True)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        trainer = transformers.Trainer(
-            model=model, args=transformers.TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size,
-                                                             report_to="none", disable_tqdm=True),
-            eval_dataset=base_ds, data_collator=transformers.default_data_collator,
-        )
-        o, b = [], []
-        for _ in range(repeats):  # interleaved
+        if side == "ours":
+            ds = blocks.with_format("torch")  # what stages/evaluate.py passes (loaded from data/chunks)
+
+            def run():
+                r = metrics.evaluate_causal_lm(model, ds, batch_size)
+                return r["perplexity"], r["n_tokens"]
+        else:
+            trainer = transformers.Trainer(
+                model=model, args=transformers.TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size,
+                                                                 report_to="none", disable_tqdm=True),
+                eval_dataset=blocks.with_format(None).map(lambda b: {"labels": b["input_ids"]}, batched=True),
+                data_collator=transformers.default_data_collator,
+            )
+            loss_shifts_labels = getattr(trainer, "_loss_shifts_labels", True)
+
+            def run():
+                return math.exp(trainer.evaluate()["eval_loss"]), None
+        run()  # warm-up, untimed
+        times = []
+        for _ in range(repeats):
             start = time.perf_counter()
-            ours = metrics.evaluate_causal_lm(model, ours_ds, batch_size)
-            o.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            base = trainer.evaluate()
-            b.append(time.perf_counter() - start)
-    n_tokens = ours["n_tokens"]
+            ppl, n_tokens = run()
+            times.append(time.perf_counter() - start)
+    out = {"seconds": times, "perplexity": ppl, "n_tokens": n_tokens or n_blocks * (block_size - 1)}
+    if side != "ours":
+        out["loss_shifts_labels"] = loss_shifts_labels
+    return out
+
+
+def bench_model(label: str, model_dir: Path, block_size: int, n_blocks: int, batch_size: int, repeats: int,
+                work: Path, tuned: bool = True, order: int = 0) -> list[Row]:
+    # One fresh process per side (startup + a SmolLM2 warm-up is ~10 s, so more would not fit in
+    # make bench's 10 minutes here): one untimed warm-up, then `repeats` timed evaluations.
+    res = {side: [] for side in SIDES}
+    sides = ["ours", "baseline"] + (["baseline_tuned"] if tuned else [])
+    for side in (sides if order == 0 else sides[::-1]):
+        res[side].append(worker("evaluate", side, model_dir, block_size, n_blocks, batch_size, repeats, work))
+    o = [t for r in res["ours"] for t in r["seconds"]]
+    b = [t for r in res["baseline"] for t in r["seconds"]]
+    ours_ppl, base_ppl = res["ours"][0]["perplexity"], res["baseline"][0]["perplexity"]
+    n_tokens = res["ours"][0]["n_tokens"]
     ours_tps, base_tps = n_tokens / median(o), n_tokens / median(b)
-    base_ppl = math.exp(base["eval_loss"])
-    rel = abs(ours["perplexity"] - base_ppl) / base_ppl
-    note = f"perplexity ours {ours['perplexity']:.6f} vs Trainer.evaluate {base_ppl:.6f} (relative difference {rel:.1e})"
+    rel = abs(ours_ppl - base_ppl) / base_ppl
+    note = f"perplexity ours {ours_ppl:.6f} vs Trainer.evaluate {base_ppl:.6f} (relative difference {rel:.1e})"
     ok_ppl = rel <= 1e-4
-    if not getattr(trainer, "_loss_shifts_labels", True):
+    if not res["baseline"][0]["loss_shifts_labels"]:
         # transformers 5 divides the eval loss sum by the count of ALL labels (block_size per row, not
         # block_size - 1 predicted ones) unless the model's loss_type maps to ForCausalLMLoss; GPT-2's
         # config has loss_type=None. Undo that factor to compare the same quantity.
-        block = len(blocks[0]["input_ids"])
-        fixed = math.exp(base["eval_loss"] * block / (block - 1))
-        rel_fixed = abs(ours["perplexity"] - fixed) / fixed
+        fixed = math.exp(math.log(base_ppl) * block_size / (block_size - 1))
+        rel_fixed = abs(ours_ppl - fixed) / fixed
         ok_ppl = rel_fixed <= 1e-4
-        note += (f"; the Trainer normalised the loss by {block} labels per block instead of {block - 1} predicted tokens "
-                 f"(model loss_type unset); with that factor undone: {fixed:.6f}, relative difference {rel_fixed:.1e}")
+        note += (f"; the Trainer normalised the loss by {block_size} labels per block instead of {block_size - 1} "
+                 f"predicted tokens (model loss_type unset); with that factor undone: {fixed:.6f}, relative "
+                 f"difference {rel_fixed:.1e}")
     ratio = ours_tps / base_tps
-    return Row(
-        f"evaluate {label} ({len(blocks)} blocks, batch {batch_size})", ours_tps, base_tps, "tokens/s", ratio,
-        "≥ 1.0×, same perplexity to 1e-4", ratio >= 1.0 and ok_ppl,
-        note=f"{note}; ours also computes next-token accuracy (an argmax over the vocabulary); median of {repeats}",
-        extra={"ours_s": o, "baseline_s": b, "ours_perplexity": ours["perplexity"], "baseline_perplexity": base_ppl,
+    name = f"evaluate {label} ({n_blocks} blocks, batch {batch_size})"
+    rows = [Row(
+        name, ours_tps, base_tps, "tokens/s", ratio, "≥ 1.0×, same perplexity to 1e-4", ratio >= 1.0 and ok_ppl,
+        note=(f"{note}; ours also computes next-token accuracy (an argmax over the vocabulary); median of {len(o)} "
+              f"evaluations per side, each side in its own fresh process (after one untimed warm-up); ours = the "
+              f"stage, which sets lmtune.allocator's malloc tuning; the baseline runs as run_clm.py does, without it"),
+        extra={"ours_s": o, "baseline_s": b, "ours_perplexity": ours_ppl, "baseline_perplexity": base_ppl,
                "relative_difference": rel, "perplexity_match": ok_ppl, "n_tokens": n_tokens},
-    )
+    )]
+    if tuned:
+        bt = [t for r in res["baseline_tuned"] for t in r["seconds"]]
+        tuned_tps = n_tokens / median(bt)
+        rows.append(Row(
+            f"{name}: vs Trainer.evaluate with the same allocator tuning", ours_tps, tuned_tps, "tokens/s",
+            ours_tps / tuned_tps, "(informational)", None,
+            note=(f"the evaluation loops alone: both processes set lmtune.allocator's tuning; median of {len(bt)}; "
+                  f"the baseline's own gain from the tuning: {tuned_tps / base_tps:.2f}×"),
+            extra={"baseline_tuned_s": bt},
+        ))
+    return rows
+
+
+if __name__ == "__main__":
+    side, model_dir, block_size, n_blocks, batch_size, repeats, work = sys.argv[1:]
+    assert side in SIDES, side
+    emit(run_side(side, Path(model_dir), int(block_size), int(n_blocks), int(batch_size), int(repeats), Path(work)))

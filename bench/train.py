@@ -6,14 +6,23 @@ Throughput is tokens per optimizer step over the median step time (the interval 
 consecutive on_step_end callbacks, first step excluded as warm-up): it covers data loading,
 collation, forward, backward, optimizer and logging, and excludes the end-of-run checkpoint both
 sides write. Achieved FLOP/s = 6 x parameters x tokens/s, against a matmul peak measured here.
+
+Each run is a fresh process (so one side's memory state never carries into the other's):
+    python -m bench.train SIDE MODEL_DIR BLOCK_SIZE BATCH_SIZE STEPS WORK_DIR
+SIDE: ours (the stage: lmtune.allocator tuning + training.train), baseline (a plain Trainer, as the
+seeds run it), baseline_tuned (the plain Trainer in a process with the same allocator tuning: shows
+how much of the difference is the allocator and how much the training loop).
 """
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row, median
+from bench.common import Row, emit, median, worker
+
+SIDES = ("ours", "baseline", "baseline_tuned")
 
 
 def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
@@ -116,6 +125,7 @@ def baseline(model_dir: Path, blocks, block_size: int, batch_size: int, steps: i
         args = transformers.TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=steps,
             learning_rate=p.train.learning_rate, seed=p.seed, report_to="none",
+            save_strategy="no",  # its end-of-run checkpoint is outside the timed steps anyway; saves wall time
         )
         trainer = transformers.Trainer(
             model=model, args=args, train_dataset=blocks.with_format(None),
@@ -125,37 +135,64 @@ def baseline(model_dir: Path, blocks, block_size: int, batch_size: int, steps: i
     return timer.step_seconds()
 
 
-def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, steps: int, repeats: int,
-                peak: float, work: Path) -> Row:
+def run_side(side: str, model_dir: Path, block_size: int, batch_size: int, steps: int, work: Path) -> float:
+    """One run of one side in this (fresh) process: its median step time."""
     import transformers
 
+    from lmtune import allocator
+
     transformers.logging.set_verbosity_error()
+    if side in ("ours", "baseline_tuned"):
+        allocator.tune_cpu_allocator()  # first thing, as stages/train.py does
     blocks = make_blocks(model_dir, block_size, batch_size * steps)
-    n_params = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(model_dir).parameters())
-    tokens_per_step = batch_size * block_size
     timer = StepTimer()
-    o, b = [], []
     try:
-        # Interleaved, and the order alternates: whichever side runs right after the other's end-of-run
-        # checkpoint write (1.6 GB for SmolLM2, still being flushed) measured up to 30% slower here.
-        for i in range(repeats):
-            pair = [(o, ours), (b, baseline)]
-            for out, fn in (pair if i % 2 == 0 else pair[::-1]):
-                out.append(fn(model_dir, blocks, block_size, batch_size, steps, timer, work))
+        return (ours if side == "ours" else baseline)(model_dir, blocks, block_size, batch_size, steps, timer, work)
     finally:
         timer.close()
+
+
+def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, steps: int, repeats: int,
+                peak: float, work: Path, tuned_repeats: int = 0) -> list[Row]:
+    """The train-step row (ours vs the plain Trainer), and with tuned_repeats > 0 an informational row
+    against the plain Trainer given the same allocator tuning."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):  # shapes only: the parameter count without loading weights
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).parameters())
+    tokens_per_step = batch_size * block_size
+    runs = {side: [] for side in SIDES}
+    # Interleaved, and the order rotates so that no side always runs first or last.
+    plan = [(side, repeats) for side in ("ours", "baseline")] + ([("baseline_tuned", tuned_repeats)] if tuned_repeats else [])
+    for i in range(max(n for _, n in plan)):
+        sides = [side for side, n in plan if i < n]
+        for side in sides[i % len(sides):] + sides[: i % len(sides)]:
+            runs[side].append(worker("train", side, model_dir, block_size, batch_size, steps, work)["step_s"])
+    o, b, bt = runs["ours"], runs["baseline"], runs["baseline_tuned"]
     ours_tps, base_tps = tokens_per_step / median(o), tokens_per_step / median(b)
     flops = 6 * n_params * ours_tps
     ratio = ours_tps / base_tps
-    return Row(
-        f"train step {label} ({n_params / 1e6:.1f}M params, batch {batch_size}×{block_size})", ours_tps, base_tps,
-        "tokens/s", ratio, "≥ 1.0×", ratio >= 1.0,
+    name = f"train step {label} ({n_params / 1e6:.1f}M params, batch {batch_size}×{block_size})"
+    rows = [Row(
+        name, ours_tps, base_tps, "tokens/s", ratio, "≥ 1.0×", ratio >= 1.0,
         note=(f"achieved {flops / 1e9:.1f} GFLOP/s (6·N·tokens/s) = {flops / peak:.0%} of the measured fp32 matmul peak "
               f"{peak / 1e9:.0f} GFLOP/s (baseline {6 * n_params * base_tps / peak:.0%}); median step of {steps} steps "
-              f"(first excluded), median of {repeats} runs each"),
+              f"(first excluded), median of {repeats} runs each, every run a fresh process; ours = the stage, which "
+              f"sets lmtune.allocator's malloc tuning; the baseline runs as the seeds do, without it"),
         extra={"ours_step_s": o, "baseline_step_s": b, "params": n_params, "achieved_flops": flops,
                "matmul_peak_flops": peak, "fraction_of_peak": flops / peak},
-    )
+    )]
+    if bt:
+        tuned_tps = tokens_per_step / median(bt)
+        rows.append(Row(
+            f"{name}: vs the plain Trainer with the same allocator tuning", ours_tps, tuned_tps, "tokens/s",
+            ours_tps / tuned_tps, "(informational)", None,
+            note=(f"the training loops alone: both processes set lmtune.allocator's tuning; median of {len(bt)} runs "
+                  f"for this side; the baseline's own gain from the tuning: {tuned_tps / base_tps:.2f}×"),
+            extra={"baseline_tuned_step_s": bt},
+        ))
+    return rows
 
 
 def tiny_gpt2(dest: Path) -> Path:
@@ -169,3 +206,9 @@ def tiny_gpt2(dest: Path) -> Path:
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
     return dest
+
+
+if __name__ == "__main__":
+    side, model_dir, block_size, batch_size, steps, work = sys.argv[1:]
+    assert side in SIDES, side
+    emit({"step_s": run_side(side, Path(model_dir), int(block_size), int(batch_size), int(steps), Path(work))})

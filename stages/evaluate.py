@@ -7,13 +7,14 @@ the honest baseline. metrics/confusion.csv is the tuned model's confusion matrix
 """
 import datasets
 
-from lmtune import evaluation, params, paths, tasks
+from lmtune import allocator, evaluation, params, paths, tasks
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, atomic_write_text
 
 
 @cli
 def main() -> None:
+    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     p = params.load()
     names = p.flatten.label_names
     blocks = datasets.load_from_disk(paths.CHUNKS)["validation"].with_format("torch")

@@ -7,13 +7,14 @@ import shutil
 import datasets
 from transformers import AutoTokenizer
 
-from lmtune import params, paths, tasks, training
+from lmtune import allocator, params, paths, tasks, training
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, replace_dir, sweep_temps
 
 
 @cli
 def main() -> None:
+    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     p = params.load()
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
