@@ -39,6 +39,32 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
+# Train and evaluate sides, each run in a fresh process: ours (the stage, which tunes the allocator
+# first), baseline (the usual way, untuned), baseline_tuned (the usual way with our allocator tuning:
+# the loops alone, informational).
+SIDES = ("ours", "baseline", "baseline_tuned")
+
+
+def tune_for(side: str) -> None:
+    """Tune this process's allocator if the side runs with it, as the train/evaluate stages do first."""
+    assert side in SIDES, side
+    if side != "baseline":
+        from lmtune import allocator
+
+        allocator.tune_cpu_allocator()
+
+
+def tuned_row(name: str, what: str, ours_tps: float, tuned_tps: float, base_tps: float, n: int, extra: dict) -> Row:
+    """The informational row: ours against the baseline given the same allocator tuning."""
+    return Row(
+        f"{name}: vs {what} with the same allocator tuning", ours_tps, tuned_tps, "tokens/s", ours_tps / tuned_tps,
+        "(informational)", None,
+        note=(f"the loops alone: both processes set lmtune.allocator's tuning; median of {n} for this side; "
+              f"the baseline's own gain from the tuning: {tuned_tps / base_tps:.2f}×"),
+        extra=extra,
+    )
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 

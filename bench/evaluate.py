@@ -16,9 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, emit, median, worker
-
-SIDES = ("ours", "baseline", "baseline_tuned")
+from bench.common import SIDES, Row, emit, median, tune_for, tuned_row, worker
 
 
 def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_size: int, repeats: int,
@@ -27,11 +25,10 @@ def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_s
     from transformers import AutoModelForCausalLM
 
     from bench.train import make_blocks
-    from lmtune import allocator, metrics
+    from lmtune import metrics
 
+    tune_for(side)  # first thing, as stages/evaluate.py does
     transformers.logging.set_verbosity_error()
-    if side in ("ours", "baseline_tuned"):
-        allocator.tune_cpu_allocator()  # first thing, as stages/evaluate.py does
     blocks = make_blocks(model_dir, block_size, n_blocks)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
@@ -58,7 +55,7 @@ def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_s
             start = time.perf_counter()
             ppl, n_tokens = run()
             times.append(time.perf_counter() - start)
-    out = {"seconds": times, "perplexity": ppl, "n_tokens": n_tokens or n_blocks * (block_size - 1)}
+    out = {"seconds": times, "perplexity": ppl, "n_tokens": n_tokens}  # n_tokens: ours only
     if side != "ours":
         out["loss_shifts_labels"] = loss_shifts_labels
     return out
@@ -102,18 +99,11 @@ def bench_model(label: str, model_dir: Path, block_size: int, n_blocks: int, bat
     )]
     if tuned:
         bt = [t for r in res["baseline_tuned"] for t in r["seconds"]]
-        tuned_tps = n_tokens / median(bt)
-        rows.append(Row(
-            f"{name}: vs Trainer.evaluate with the same allocator tuning", ours_tps, tuned_tps, "tokens/s",
-            ours_tps / tuned_tps, "(informational)", None,
-            note=(f"the evaluation loops alone: both processes set lmtune.allocator's tuning; median of {len(bt)}; "
-                  f"the baseline's own gain from the tuning: {tuned_tps / base_tps:.2f}×"),
-            extra={"baseline_tuned_s": bt},
-        ))
+        rows.append(tuned_row(name, "Trainer.evaluate", ours_tps, n_tokens / median(bt), base_tps, len(bt),
+                              {"baseline_tuned_s": bt}))
     return rows
 
 
 if __name__ == "__main__":
     side, model_dir, block_size, n_blocks, batch_size, repeats, work = sys.argv[1:]
-    assert side in SIDES, side
     emit(run_side(side, Path(model_dir), int(block_size), int(n_blocks), int(batch_size), int(repeats), Path(work)))

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row, emit, median, worker
-
-SIDES = ("ours", "baseline", "baseline_tuned")
+from bench.common import SIDES, Row, emit, median, tune_for, tuned_row, worker
 
 
 def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
@@ -139,11 +137,8 @@ def run_side(side: str, model_dir: Path, block_size: int, batch_size: int, steps
     """One run of one side in this (fresh) process: its median step time."""
     import transformers
 
-    from lmtune import allocator
-
+    tune_for(side)  # first thing, as stages/train.py does
     transformers.logging.set_verbosity_error()
-    if side in ("ours", "baseline_tuned"):
-        allocator.tune_cpu_allocator()  # first thing, as stages/train.py does
     blocks = make_blocks(model_dir, block_size, batch_size * steps)
     timer = StepTimer()
     try:
@@ -184,14 +179,8 @@ def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, s
                "matmul_peak_flops": peak, "fraction_of_peak": flops / peak},
     )]
     if bt:
-        tuned_tps = tokens_per_step / median(bt)
-        rows.append(Row(
-            f"{name}: vs the plain Trainer with the same allocator tuning", ours_tps, tuned_tps, "tokens/s",
-            ours_tps / tuned_tps, "(informational)", None,
-            note=(f"the training loops alone: both processes set lmtune.allocator's tuning; median of {len(bt)} runs "
-                  f"for this side; the baseline's own gain from the tuning: {tuned_tps / base_tps:.2f}×"),
-            extra={"baseline_tuned_step_s": bt},
-        ))
+        rows.append(tuned_row(name, "the plain Trainer", ours_tps, tokens_per_step / median(bt), base_tps, len(bt),
+                              {"baseline_tuned_step_s": bt}))
     return rows
 
 
@@ -210,5 +199,4 @@ def tiny_gpt2(dest: Path) -> Path:
 
 if __name__ == "__main__":
     side, model_dir, block_size, batch_size, steps, work = sys.argv[1:]
-    assert side in SIDES, side
     emit({"step_s": run_side(side, Path(model_dir), int(block_size), int(batch_size), int(steps), Path(work))})

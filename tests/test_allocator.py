@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,15 @@ for _ in range(3):
     del a
 print(json.dumps({"tuned": tuned, "faults": faults}))
 """
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def probe(**env) -> dict:
     import os
 
     clean = {k: v for k, v in os.environ.items() if k not in allocator._USER_KNOBS and k != "LMTUNE_MALLOC_TUNING"}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True,
+                         cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
