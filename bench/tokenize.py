@@ -51,7 +51,7 @@ def ours(flat_dir: Path, tok_dir: Path, batch_size: int, num_proc: int) -> dict:
     import datasets
     from transformers import AutoTokenizer
 
-    from lmtune import chunking, tasks, text
+    from lmtune import chunking, io, tasks, text
 
     datasets.disable_caching()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -65,7 +65,7 @@ def ours(flat_dir: Path, tok_dir: Path, batch_size: int, num_proc: int) -> dict:
             batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
             remove_columns=flat["train"].column_names, features=tasks.token_features("causal_lm", dtype),
         )
-        tokens.save_to_disk(tmp)
+        io.save_dataset(tokens, tmp)
         seconds = time.perf_counter() - start
         col = tokens["train"].data.column("input_ids")
         n = chunking.count_values(col)
@@ -108,7 +108,7 @@ def compare(label: str, flat_dir: Path, tok_dir: Path, batch_size: int, repeats:
     return Row(
         f"tokenize {label} ({mb:.1f} MB, {o[0]['tokens'] / 1e6:.2f}M tokens), 1 core", ours_tps, raw_tps, "tokens/s", ratio,
         "≥ 0.8× raw per core", ratio >= 0.8 and same,
-        note=(f"ours = the stage's datasets.map (batch {batch_size}, num_proc=1, {o[0]['dtype']}) + save_to_disk, "
+        note=(f"ours = the stage's datasets.map (batch {batch_size}, num_proc=1, {o[0]['dtype']}) + io.save_dataset, "
               f"raw = backend encode_batch over the texts already in memory (ours calls the backend's encode_batch_fast, "
               f"which skips the offsets, hence it can beat raw encode_batch); same ids: {same}; "
               f"{ours_tps / 1e6 * o[0]['bytes'] / o[0]['tokens']:.2f} vs {raw_tps / 1e6 * o[0]['bytes'] / o[0]['tokens']:.2f} MB/s; "

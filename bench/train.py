@@ -76,6 +76,7 @@ class StepTimer:
 
 def make_blocks(tok_dir: Path, block_size: int, n_blocks: int):
     """The first n_blocks blocks of SOTU, tokenized and cut as the tokenize + chunk stages do."""
+    import datasets
     from transformers import AutoTokenizer
 
     from lmtune import chunking, sources, text
@@ -87,7 +88,7 @@ def make_blocks(tok_dir: Path, block_size: int, n_blocks: int):
         total += len(ids[-1])
         if total >= (n_blocks + 1) * block_size:
             break
-    return chunking.blocks_dataset(chunking.group_blocks(np.concatenate(ids), block_size)[:n_blocks])
+    return datasets.Dataset(chunking.blocks_table(chunking.group_blocks(np.concatenate(ids), block_size)[:n_blocks]))
 
 
 def ours(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, timer: StepTimer, work: Path) -> float:

@@ -1,9 +1,10 @@
-"""Concatenate-and-chunk, vectorised and streaming.
+"""Concatenate-and-chunk, zero-copy and streaming.
 
 The blocks are a pure function of the token stream: the global concatenation of every document cut
 every `block_size` tokens, last partial block dropped (as run_clm.py does). They never depend on how
-the stream was batched, and memory stays bounded: we read the memory-mapped Arrow values batch by
-batch and copy them into one preallocated array (100M uint16 tokens = 200 MB).
+the stream was batched. Memory stays bounded whatever the corpus size: the blocks are fixed-size-list
+views of the memory-mapped token values, batch by batch; only a block that straddles two record
+batches is copied (block_size tokens), so 100M tokens allocate nothing of their size.
 """
 import numpy as np
 import pyarrow as pa
@@ -15,28 +16,38 @@ def group_blocks(ids: np.ndarray, block_size: int) -> np.ndarray:
     return ids[: n * block_size].reshape(n, block_size)
 
 
-def _values(chunk: pa.ListArray) -> np.ndarray:
-    # The flat child values of a list column, sliced to this chunk's offsets: zero-copy over the mmap.
+def _values(chunk: pa.ListArray) -> pa.Array:
+    # The flat child values of a list array, sliced to this chunk's offsets: zero-copy over the mmap.
     offsets = chunk.offsets
     start, stop = offsets[0].as_py(), offsets[len(chunk)].as_py()
-    return chunk.values.slice(start, stop - start).to_numpy(zero_copy_only=False)
+    return chunk.values.slice(start, stop - start)
 
 
-def blocks_from_table(table: pa.Table, column: str, block_size: int, dtype) -> np.ndarray:
-    """Concatenate-and-chunk a list<int> column of an Arrow table into an (n, block_size) array."""
-    col = table.column(column)
-    total = count_values(col)
-    n_blocks = total // block_size
-    out = np.empty(n_blocks * block_size, dtype=dtype)
-    pos = 0
+def concat_blocks(col: pa.ChunkedArray, block_size: int) -> pa.Table:
+    """Concatenate-and-chunk a list<int> column into a table of one fixed_size_list<int, block_size>
+    column, `input_ids`: one record batch per run of whole blocks within an input batch, plus one per
+    straddling block."""
+    pieces, carry, have = [], [], 0  # carry: the value slices of the partial block so far
     for chunk in col.chunks:
         vals = _values(chunk)
-        take = min(len(vals), len(out) - pos)
-        out[pos : pos + take] = vals[:take]
-        pos += take
-        if pos == len(out):
-            break
-    return out.reshape(n_blocks, block_size)
+        pos = 0
+        if have:  # finish the block the previous record batches started
+            pos = min(block_size - have, len(vals))
+            carry.append(vals.slice(0, pos))
+            have += pos
+            if have < block_size:
+                continue
+            pieces.append(pa.concat_arrays(carry))
+            carry, have = [], 0
+        n = (len(vals) - pos) // block_size
+        if n:
+            pieces.append(vals.slice(pos, n * block_size))
+        rest = len(vals) - pos - n * block_size
+        if rest:
+            carry, have = [vals.slice(len(vals) - rest)], rest
+    typ = pa.list_(col.type.value_type, block_size)
+    blocks = pa.chunked_array([pa.FixedSizeListArray.from_arrays(p, block_size) for p in pieces], type=typ)
+    return pa.table({"input_ids": blocks})
 
 
 def count_values(col: pa.ChunkedArray) -> int:
@@ -44,31 +55,14 @@ def count_values(col: pa.ChunkedArray) -> int:
     return sum(c.offsets[len(c)].as_py() - c.offsets[0].as_py() for c in col.chunks)
 
 
-def sample_blocks(blocks: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """A seeded random subset of `cap` blocks in their original order (cap 0 keeps all)."""
-    if cap == 0 or cap >= len(blocks):
-        return blocks
-    keep = np.sort(np.random.default_rng(seed).choice(len(blocks), size=cap, replace=False))
-    return blocks[keep]
+def sample_blocks(table: pa.Table, cap: int, seed: int) -> pa.Table:
+    """A seeded random subset of `cap` rows in their original order (cap 0 keeps all)."""
+    if cap == 0 or cap >= len(table):
+        return table
+    return table.take(np.sort(np.random.default_rng(seed).choice(len(table), size=cap, replace=False)))
 
 
 def blocks_table(blocks: np.ndarray) -> pa.Table:
     """(n, block_size) array -> Arrow table with a fixed-size-list `input_ids` column (zero copy)."""
     flat = pa.array(np.ascontiguousarray(blocks).reshape(-1))
     return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(flat, blocks.shape[1])})
-
-
-def blocks_dataset(blocks: np.ndarray):
-    """(n, block_size) array -> datasets.Dataset, with a fingerprint from a fast hash of the blocks.
-
-    Left to itself, datasets.Dataset(table) fingerprints by pickling the whole table (100M tokens:
-    +760 MB RSS and ~1 s, more than the chunking). The fingerprint is saved in state.json, so it must
-    be deterministic or data/chunks would change on every run and retrain downstream.
-    """
-    import datasets
-    import xxhash
-
-    blocks = np.ascontiguousarray(blocks)
-    h = xxhash.xxh3_128(f"blocks:{blocks.dtype.str}:{blocks.shape}".encode())
-    h.update(memoryview(blocks.reshape(-1)).cast("B"))
-    return datasets.Dataset(blocks_table(blocks), fingerprint=h.hexdigest()[:16])

@@ -1,11 +1,10 @@
 """chunk: fixed-size training examples. causal LM concat: the token stream cut into `block_size` blocks
 (labels = input ids); otherwise per example, see lmtune.tasks (pad/truncate, or pack for instruction)."""
 import datasets
-import numpy as np
 
 from lmtune import chunking, models, params, paths, tasks
 from lmtune.errors import UserError, cli
-from lmtune.io import atomic_dir
+from lmtune.io import atomic_dir, save_tables
 
 
 @cli
@@ -23,8 +22,9 @@ def main() -> None:
     else:
         out = concat_chunks(all_params, tokens, caps)
     with atomic_dir(paths.CHUNKS) as tmp:
-        datasets.DatasetDict(out).save_to_disk(tmp)
+        save_tables(out, tmp)
     print(f"chunk: {', '.join(f'{k} {len(v)} blocks of {p.block_size}' for k, v in out.items())}")
+
 
 
 def per_example_chunks(all_params, tokens, caps, pad_id) -> dict:
@@ -36,8 +36,7 @@ def per_example_chunks(all_params, tokens, caps, pad_id) -> dict:
         cols = tasks.build_chunks(all_params.task, ds, p.mode, p.block_size, pad_id)
         if len(cols["input_ids"]) == 0:
             raise UserError(f"data/tokens {split}: no example left with a token to learn within chunk.block_size={p.block_size}")
-        keep = chunking.sample_blocks(np.arange(len(cols["input_ids"])), caps[split], all_params.seed)
-        out[split] = datasets.Dataset(tasks.examples_table({k: v[keep] for k, v in cols.items()}))
+        out[split] = chunking.sample_blocks(tasks.examples_table(cols), caps[split], all_params.seed)
     return out
 
 
@@ -46,13 +45,12 @@ def concat_chunks(all_params, tokens, caps) -> dict:
     out = {}
     for split, ds in tokens.items():
         col = ds.data.column("input_ids")
-        blocks = chunking.blocks_from_table(ds.data.table, "input_ids", p.block_size, col.type.value_type.to_pandas_dtype())
+        blocks = chunking.concat_blocks(col, p.block_size)
         if len(blocks) == 0:
             raise UserError(
                 f"data/tokens {split}: {chunking.count_values(col)} tokens, fewer than one block of chunk.block_size={p.block_size}"
             )
-        blocks = chunking.sample_blocks(blocks, caps[split], all_params.seed)
-        out[split] = chunking.blocks_dataset(blocks)
+        out[split] = chunking.sample_blocks(blocks, caps[split], all_params.seed)
     return out
 
 

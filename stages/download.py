@@ -1,7 +1,7 @@
 """download: the dataset (original schema, train + validation) and the base model, saved locally."""
 from lmtune import models, params, paths, sources
 from lmtune.errors import cli
-from lmtune.io import atomic_dir
+from lmtune.io import atomic_dir, save_dataset
 
 
 @cli
@@ -10,7 +10,7 @@ def main() -> None:
     raw = sources.load_raw(p.data, p.seed)
     model, tokenizer = models.load_base(p.model, p.seed)
     with atomic_dir(paths.RAW) as tmp:
-        raw.save_to_disk(tmp)
+        save_dataset(raw, tmp)
     with atomic_dir(paths.BASE) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -4,7 +4,7 @@ import datasets
 
 from lmtune import params, paths, tasks, text
 from lmtune.errors import UserError, cli
-from lmtune.io import atomic_dir
+from lmtune.io import atomic_dir, save_dataset
 
 
 @cli
@@ -24,7 +24,7 @@ def main() -> None:
             raise UserError(f"data/raw {split}: no non-empty text in fields {fields}")
         flat[split] = out
     with atomic_dir(paths.FLAT) as tmp:
-        datasets.DatasetDict(flat).save_to_disk(tmp)
+        save_dataset(datasets.DatasetDict(flat), tmp)
     print(f"flatten: {', '.join(f'{k} {len(v)} documents' for k, v in flat.items())}")
 
 

@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 
 from lmtune import chunking, params, paths, tasks, text
 from lmtune.errors import cli
-from lmtune.io import atomic_dir
+from lmtune.io import atomic_dir, save_dataset
 
 
 @cli
@@ -22,7 +22,7 @@ def main() -> None:
         remove_columns=flat["train"].column_names, features=tasks.token_features(task, dtype),
     )
     with atomic_dir(paths.TOKENS) as tmp:
-        tokens.save_to_disk(tmp)
+        save_dataset(tokens, tmp)
     counts = {k: chunking.count_values(v.data.column("input_ids")) for k, v in tokens.items()}
     print(f"tokenize: {', '.join(f'{k} {n:,} tokens' for k, n in counts.items())} ({dtype.name})")
 

@@ -46,14 +46,6 @@ def test_datasets_features_cast_rejects_out_of_range_ids():
                features=features, keep_in_memory=True)
 
 
-def test_blocks_dataset_has_a_deterministic_content_fingerprint():
-    blocks = np.arange(64, dtype=np.uint16).reshape(8, 8)
-    a, b = chunking.blocks_dataset(blocks), chunking.blocks_dataset(blocks.copy())
-    assert a._fingerprint == b._fingerprint
-    assert chunking.blocks_dataset(blocks[::-1])._fingerprint != a._fingerprint
-    assert np.asarray(a.with_format("numpy")["input_ids"]).tolist() == blocks.tolist()
-
-
 def test_bench_chunk_matches_the_global_cut_and_baseline_drops_batch_remainders(tmp_path):
     from bench import chunk
 

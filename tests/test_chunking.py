@@ -22,34 +22,60 @@ def test_group_blocks_drops_remainder():
     assert blocks.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
+def blocks_array(table: pa.Table) -> np.ndarray:
+    col = table.column("input_ids")
+    return np.asarray(col.to_pylist(), dtype=col.type.value_type.to_pandas_dtype()).reshape(-1, col.type.list_size)
+
+
 def test_blocks_equal_global_concatenate_and_cut():
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 50000, rng.integers(1, 40)).tolist() for _ in range(101)]
     flat = np.array([t for d in docs for t in d], dtype=np.uint16)
     expected = flat[: len(flat) // 16 * 16].reshape(-1, 16)
+    # One batch; one document per batch (blocks straddle many batches); uneven batches.
     for sizes in ([101], [1] * 101, [50, 51], [7] * 14 + [3]):
-        got = chunking.blocks_from_table(docs_table(docs, sizes), "input_ids", 16, np.uint16)
-        np.testing.assert_array_equal(got, expected)
-        assert got.dtype == np.uint16
+        got = chunking.concat_blocks(docs_table(docs, sizes).column("input_ids"), 16)
+        assert got.column("input_ids").type == pa.list_(pa.uint16(), 16)
+        np.testing.assert_array_equal(blocks_array(got), expected)
+
+
+def test_whole_blocks_are_views_of_the_input_values():
+    docs = [list(range(i * 10, i * 10 + 10)) for i in range(8)]
+    table = docs_table(docs, [4, 4])
+    got = chunking.concat_blocks(table.column("input_ids"), 8).column("input_ids")
+    # 40 values per batch: 5 whole blocks of each batch, no block straddles; nothing copied.
+    src = [c.values.buffers()[1].address for c in table.column("input_ids").chunks]
+    assert [c.values.buffers()[1].address for c in got.chunks] == src
+    assert len(got) == 10
 
 
 def test_sliced_table_reads_only_its_rows():
     docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
     table = docs_table(docs, [3]).slice(1, 2)  # a datasets.select/shard shares the parent's buffers
     assert chunking.count_values(table.column("input_ids")) == 6
-    np.testing.assert_array_equal(chunking.blocks_from_table(table, "input_ids", 3, np.uint16), [[4, 5, 6], [7, 8, 9]])
+    np.testing.assert_array_equal(blocks_array(chunking.concat_blocks(table.column("input_ids"), 3)), [[4, 5, 6], [7, 8, 9]])
 
 
 def test_fewer_tokens_than_one_block_gives_no_blocks():
-    assert chunking.blocks_from_table(docs_table([[1, 2]], [1]), "input_ids", 4, np.uint16).shape == (0, 4)
+    got = chunking.concat_blocks(docs_table([[1, 2]], [1]).column("input_ids"), 4)
+    assert len(got) == 0 and got.column("input_ids").type == pa.list_(pa.uint16(), 4)
+
+
+def test_uint32_ids_keep_their_dtype():
+    arr = pa.array([[70000, 1, 2], [3]], type=pa.list_(pa.uint32()))
+    got = chunking.concat_blocks(pa.chunked_array([arr]), 2)
+    assert got.column("input_ids").type == pa.list_(pa.uint32(), 2)
+    assert got.column("input_ids").to_pylist() == [[70000, 1], [2, 3]]
 
 
 def test_sample_blocks_is_seeded_and_ordered():
-    blocks = np.arange(40).reshape(20, 2)
-    a = chunking.sample_blocks(blocks, 5, seed=1)
-    np.testing.assert_array_equal(a, chunking.sample_blocks(blocks, 5, seed=1))
-    assert len(a) == 5 and (np.diff(a[:, 0]) > 0).all()
-    assert chunking.sample_blocks(blocks, 0, seed=1) is blocks
+    table = chunking.blocks_table(np.arange(40).reshape(20, 2))
+    a = chunking.sample_blocks(table, 5, seed=1)
+    assert a.equals(chunking.sample_blocks(table, 5, seed=1))
+    firsts = [row[0] for row in a.column("input_ids").to_pylist()]
+    assert len(a) == 5 and firsts == sorted(firsts)
+    assert chunking.sample_blocks(table, 0, seed=1) is table
+    assert chunking.sample_blocks(table, 20, seed=1) is table
 
 
 def test_blocks_table_roundtrip():

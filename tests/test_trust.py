@@ -207,6 +207,8 @@ def test_every_stage_writes_through_the_atomic_helpers():
         assert re.search(r"from lmtune\.io import .*(atomic_dir|atomic_write_json|atomic_write_text|replace_dir)", src), f.name
         for direct in (".save_to_disk(paths.", ".save_pretrained(paths.", "open(paths."):
             assert direct not in src, f"{f.name} writes {direct} directly"
+        # Datasets are saved by lmtune.io (save_dataset / save_tables), which stamps content fingerprints.
+        assert ".save_to_disk(" not in src, f"{f.name} calls save_to_disk directly"
 
 
 # --- Reproducibility ------------------------------------------------------------------------------------
@@ -241,12 +243,12 @@ def test_saved_datasets_get_content_fingerprints(tmp_path):
     """Two saves of the same rows are byte-identical (datasets' own fingerprint is random per run)."""
     import datasets
 
-    from lmtune.io import atomic_dir
+    from lmtune.io import atomic_dir, save_dataset
 
     for name in ("a", "b"):
         ds = datasets.Dataset.from_dict({"text": ["x", "y"]})
         with atomic_dir(tmp_path / name) as tmp:
-            datasets.DatasetDict(train=ds).save_to_disk(tmp)
+            save_dataset(datasets.DatasetDict(train=ds), tmp)
     assert tree_hashes(tmp_path, tops=("a",)) == {k.replace("b/", "a/", 1): v for k, v in tree_hashes(tmp_path, tops=("b",)).items()}
     assert datasets.load_from_disk(tmp_path / "a")["train"]["text"] == ["x", "y"]
 
