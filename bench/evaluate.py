@@ -91,7 +91,8 @@ def bench_model(label: str, model_dir: Path, block_size: int, n_blocks: int, bat
     name = f"evaluate {label} ({n_blocks} blocks, batch {batch_size})"
     rows = [Row(
         name, ours_tps, base_tps, "tokens/s", ratio, "≥ 1.0×, same perplexity to 1e-4", ratio >= 1.0 and ok_ppl,
-        note=(f"{note}; ours also computes next-token accuracy (an argmax over the vocabulary); median of {len(o)} "
+        note=(f"{note}; seconds per evaluation, ours {'/'.join(f'{t:.2f}' for t in o)} vs baseline "
+              f"{'/'.join(f'{t:.2f}' for t in b)}; ours also computes next-token accuracy (an argmax over the vocabulary); median of {len(o)} "
               f"evaluations per side, each side in its own fresh process (after one untimed warm-up); ours = the "
               f"stage, which sets lmtune.allocator's malloc tuning; the baseline runs as run_clm.py does, without it"),
         extra={"ours_s": o, "baseline_s": b, "ours_perplexity": ours_ppl, "baseline_perplexity": base_ppl,

@@ -173,7 +173,8 @@ def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, s
     rows = [Row(
         name, ours_tps, base_tps, "tokens/s", ratio, "≥ 1.0×", ratio >= 1.0,
         note=(f"achieved {flops / 1e9:.1f} GFLOP/s (6·N·tokens/s) = {flops / peak:.0%} of the measured fp32 matmul peak "
-              f"{peak / 1e9:.0f} GFLOP/s (baseline {6 * n_params * base_tps / peak:.0%}); median step of {steps} steps "
+              f"{peak / 1e9:.0f} GFLOP/s (baseline {6 * n_params * base_tps / peak:.0%}); seconds per step, ours "
+              f"{'/'.join(f'{t:.2f}' for t in o)} vs baseline {'/'.join(f'{t:.2f}' for t in b)}; median step of {steps} steps "
               f"(first excluded), median of {repeats} runs each, every run a fresh process; ours = the stage, which "
               f"sets lmtune.allocator's malloc tuning; the baseline runs as the seeds do, without it"),
         extra={"ours_step_s": o, "baseline_step_s": b, "params": n_params, "achieved_flops": flops,
