@@ -40,6 +40,8 @@ def parse_args(argv=None):
                     help="runs of SmolLM2's informational train side, the plain Trainer with our allocator tuning (0: skip it, and evaluate's)")
     ap.add_argument("--eval-blocks", type=int, default=8, help="SmolLM2 validation blocks (tiny GPT-2: 4x as many)")
     ap.add_argument("--eval-batch", type=int, default=8)
+    ap.add_argument("--eval-processes", type=int, default=3,
+                    help="fresh processes per SmolLM2 evaluate side, each one warm-up + 1 timed evaluation (the informational side: 1)")
     ap.add_argument("--lr-changes", type=int, default=1)
     ap.add_argument("--smollm2-dir", type=Path, default=Path.home() / ".cache" / "lmtune-bench" / "smollm2",
                     help="where the bundled SmolLM2 is converted once and reused")
@@ -124,12 +126,13 @@ def main(argv=None) -> None:
         if "evaluate" in wanted:
             from bench import evaluate
 
+            # Tiny GPT-2 evaluates in ~1 s, so one process per side with `repeats` timed runs; SmolLM2's
+            # ~4 s evaluations vary more between processes than within one, so one timed run per process.
             section("evaluate", lambda: evaluate.bench_model(
                 "tiny GPT-2", gpt2, args.block_size, 4 * args.eval_blocks, args.eval_batch, args.repeats, work,
-                tuned=False, order=0,
             ) + evaluate.bench_model(
-                "SmolLM2-135M", smol, args.block_size, args.eval_blocks, args.eval_batch, args.repeats, work,
-                tuned=args.tuned_repeats > 0, order=1,
+                "SmolLM2-135M", smol, args.block_size, args.eval_blocks, args.eval_batch, 1, work,
+                processes=args.eval_processes, tuned_processes=1 if args.tuned_repeats > 0 else 0,
             ))
         if "dvc" in wanted:
             from bench import dvcrepro

@@ -5,7 +5,10 @@ perplexity = exp(eval_loss). Both sides see the same model and batch size; each 
 evaluation call alone (the baseline's Trainer is built before its clock starts).
 
 Each side runs in fresh processes (one side's memory state never carries into the other's), each
-doing one untimed warm-up evaluation and then timed ones:
+doing one untimed warm-up evaluation and then timed ones. Within a process the timed evaluations mostly
+agree to a few percent, but one process differs from the next by up to ±8% here (SmolLM2: 3.55-4.16 s
+for the same side), so a process is one sample: SmolLM2 spreads each side over several processes,
+interleaved.
     python -m bench.evaluate SIDE MODEL_DIR BLOCK_SIZE N_BLOCKS BATCH_SIZE REPEATS WORK_DIR
 SIDE: ours (the stage: lmtune.allocator tuning + evaluate_causal_lm), baseline (Trainer.evaluate as
 run_clm.py runs it), baseline_tuned (Trainer.evaluate in a process with the same allocator tuning).
@@ -62,13 +65,16 @@ def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_s
 
 
 def bench_model(label: str, model_dir: Path, block_size: int, n_blocks: int, batch_size: int, repeats: int,
-                work: Path, tuned: bool = True, order: int = 0) -> list[Row]:
-    # One fresh process per side (startup + a SmolLM2 warm-up is ~10 s, so more would not fit in
-    # make bench's 10 minutes here): one untimed warm-up, then `repeats` timed evaluations.
+                work: Path, processes: int = 1, tuned_processes: int = 0) -> list[Row]:
+    """`processes` fresh processes per side (`tuned_processes` for the informational baseline_tuned side),
+    interleaved with the order rotating; each one untimed warm-up, then `repeats` timed evaluations.
+    Start-up plus a SmolLM2 warm-up is ~10 s a process, which is what bounds the counts in 10 minutes."""
     res = {side: [] for side in SIDES}
-    sides = ["ours", "baseline"] + (["baseline_tuned"] if tuned else [])
-    for side in (sides if order == 0 else sides[::-1]):
-        res[side].append(worker("evaluate", side, model_dir, block_size, n_blocks, batch_size, repeats, work))
+    plan = [("ours", processes), ("baseline", processes)] + ([("baseline_tuned", tuned_processes)] if tuned_processes else [])
+    for i in range(max(n for _, n in plan)):
+        sides = [side for side, n in plan if i < n]
+        for side in sides[i % len(sides):] + sides[: i % len(sides)]:
+            res[side].append(worker("evaluate", side, model_dir, block_size, n_blocks, batch_size, repeats, work))
     o = [t for r in res["ours"] for t in r["seconds"]]
     b = [t for r in res["baseline"] for t in r["seconds"]]
     ours_ppl, base_ppl = res["ours"][0]["perplexity"], res["baseline"][0]["perplexity"]
@@ -93,12 +99,12 @@ def bench_model(label: str, model_dir: Path, block_size: int, n_blocks: int, bat
         name, ours_tps, base_tps, "tokens/s", ratio, "≥ 1.0×, same perplexity to 1e-4", ratio >= 1.0 and ok_ppl,
         note=(f"{note}; seconds per evaluation, ours {'/'.join(f'{t:.2f}' for t in o)} vs baseline "
               f"{'/'.join(f'{t:.2f}' for t in b)}; ours also computes next-token accuracy (an argmax over the vocabulary); median of {len(o)} "
-              f"evaluations per side, each side in its own fresh process (after one untimed warm-up); ours = the "
+              f"evaluations per side from {processes} fresh process(es) per side, interleaved (each after one untimed warm-up); ours = the "
               f"stage, which sets lmtune.allocator's malloc tuning; the baseline runs as run_clm.py does, without it"),
         extra={"ours_s": o, "baseline_s": b, "ours_perplexity": ours_ppl, "baseline_perplexity": base_ppl,
                "relative_difference": rel, "perplexity_match": ok_ppl, "n_tokens": n_tokens},
     )]
-    if tuned:
+    if tuned_processes:
         bt = [t for r in res["baseline_tuned"] for t in r["seconds"]]
         rows.append(tuned_row(name, "Trainer.evaluate", ours_tps, n_tokens / median(bt), base_tps, len(bt),
                               {"baseline_tuned_s": bt}))
