@@ -73,7 +73,7 @@ def markdown(rows: list[Row], info: dict, wall: float, argv_note: str) -> str:
         f"torch {info['torch']} ({info['torch_threads']} threads), transformers {info['transformers']}, Python {info['python']}.",
         f"Command: `{argv_note}`; whole run {wall / 60:.1f} min. Ratio > 1 means ours is faster.",
         f"Load average (1, 5, 15 min) at start {info['load_average_at_start']}, at end {info['load_average_at_end']} "
-        f"(other jobs shared the machine: absolute figures are low, ratios are measured interleaved in the same run).", "",
+        f"(ratios compare figures measured in the same run, interleaved where the notes say so).", "",
         table(rows), "",
     ])
 
