@@ -71,7 +71,7 @@ def ours(tokens_dir: Path, block_size: int, out_dir: Path) -> dict:
     h = hashlib.sha256()  # over the zero-copy views: RSS stays the stage's
     for c in blocks.column("input_ids").chunks:
         h.update(memoryview(c.values.to_numpy()).cast("B"))
-    dtype = str(blocks.column("input_ids").type.value_type.to_pandas_dtype().__name__)
+    dtype = blocks.column("input_ids").type.value_type.to_pandas_dtype().__name__
     return {"seconds": seconds, "cut_seconds": cut, "n_blocks": len(blocks), "digest": h.hexdigest(), "dtype": dtype}
 
 
