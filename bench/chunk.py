@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row, emit, median, timed, worker
+from bench.common import Row, emit, median, worker
 
 
 def make_tokens(dest: Path, n_tokens: int, seed: int = 0, mean_len: int = 256) -> Path:

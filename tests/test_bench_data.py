@@ -3,7 +3,7 @@ and the bench's own chunk helpers on a tiny corpus (no timing is asserted anywhe
 import numpy as np
 import pytest
 
-from lmtune import chunking, text
+from lmtune import text
 from lmtune.errors import UserError
 
 

@@ -1,7 +1,6 @@
 """Concatenate-and-chunk: exact blocks, remainder dropped, independent of how the stream is batched."""
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from lmtune import chunking
 
