@@ -61,9 +61,9 @@ def ours(flat_dir: Path, tok_dir: Path, batch_size: int, num_proc: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tokens = flat.map(
-            lambda b: tasks.tokenize_batch("causal_lm", tokenizer, b, eos),
+            lambda b: tasks.get("causal_lm").tokenize_batch(tokenizer, b, eos),
             batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
-            remove_columns=flat["train"].column_names, features=tasks.token_features("causal_lm", dtype),
+            remove_columns=flat["train"].column_names, features=tasks.get("causal_lm").token_features(dtype),
         )
         io.save_dataset(tokens, tmp)
         seconds = time.perf_counter() - start

@@ -3,7 +3,7 @@ import json
 
 import yaml
 
-from lmtune import paths
+from lmtune import paths, tasks
 from lmtune.params import Params
 
 
@@ -31,43 +31,25 @@ def _model(m) -> str:
     }.get(m.source, f"`{m.name}`" + (f" @ {m.revision}" if m.revision else ""))
 
 
-TITLES = {"causal_lm": "causal language model", "instruction": "instruction-tuned language model",
-          "classification": "sequence classifier"}
-
-
-def _metrics_table(task: str, ev: dict) -> list[str]:
-    if task == "classification":
-        return ["| model | accuracy | macro-F1 | examples |", "|---|---|---|---|",
-                *[f"| {k} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | {v['n_examples']} |" for k, v in ev.items()]]
-    return ["| model | loss | perplexity | next-token accuracy | tokens |", "|---|---|---|---|---|",
-            *[f"| {k} | {v['loss']:.4f} | {v['perplexity']:.2f} | {v['accuracy']:.4f} | {v['n_tokens']} |" for k, v in ev.items()]]
-
-
-def _sample_line(s: dict) -> str:
-    if "strategy" not in s:  # a classifier's prediction
-        return f"- _{s['prompt']}_ -> **{s['label']}**"
-    return f"- **{s['strategy']}** — _{s['prompt']}_ {s['text']!r}"
-
-
 def model_card(p: Params, samples: list[dict]) -> str:
     metrics = {f.stem: json.loads(f.read_text()) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
     hashes = lock_hashes()
-    lora = p.lora
+    lora, task = p.lora, tasks.get(p.task)
     lines = [
-        f"# Fine-tuned {TITLES[p.task]}", "",
+        f"# Fine-tuned {task.title}", "",
         f"- Base model: {_model(p.model)}",
         f"- Task: {p.task}",
-        *([f"- Labels: {', '.join(p.flatten.label_names)}"] if p.task == "classification" else []),
+        *task.card_facts(p),
         *([f"- LoRA: r={lora.r}, alpha={lora.alpha}, targets {lora.target_modules}; merged into these weights, "
            "adapter in `adapter/`"] if lora.enabled else []),
         f"- Data: {_source(p.data)}",
         *[f"- `{path}` md5 (dvc.lock): `{md5}`" for path, md5 in hashes.items()],
         "", "## Metrics (validation)", "",
-        *_metrics_table(p.task, metrics.get("eval", {})),
+        *task.metrics_table(metrics.get("eval", {})),
         "", "## Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
         "", "## Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```",
         "", "## Samples", "",
-        *[_sample_line(s) for s in samples],
+        *[task.sample_line(s) for s in samples],
         "",
     ]
     return "\n".join(lines)

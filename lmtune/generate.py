@@ -1,12 +1,13 @@
 """Generate text from the exported model: `python -m lmtune.generate --prompt "..." [--strategy top_p]`.
 
-Decoding settings default to params.yaml's `generate` section; flags override them.
+Decoding settings default to params.yaml's `generate` section; flags override them. What a sample is comes
+from the task (lmtune/tasks/): generations per decoding strategy, or a classifier's predicted label.
 """
 import argparse
 
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
-from lmtune import generation, params, paths, tasks
+from lmtune import params, paths, tasks
 from lmtune.errors import cli
 from lmtune.models import check_model_dir
 
@@ -29,19 +30,11 @@ def main(argv=None) -> None:
     gp = params.GenerateParams(prompts=[a.prompt], max_new_tokens=a.max_new_tokens, temperature=a.temperature,
                                top_k=a.top_k, top_p=a.top_p, seed=a.seed)
     check_model_dir(a.model)
+    task = tasks.get(all_params.task)
     tokenizer = AutoTokenizer.from_pretrained(a.model)
-    if all_params.task == "classification":
-        model = AutoModelForSequenceClassification.from_pretrained(a.model, use_safetensors=True).eval()
-        for s in generation.classify(model, tokenizer, [a.prompt]):
-            print(f"[{s['label']}] {a.prompt}  {s['probabilities']}")
-        return
-    model = AutoModelForCausalLM.from_pretrained(a.model, use_safetensors=True).eval()
-    # An instruction model is prompted with the template it was trained on.
-    prompt = a.prompt if a.raw or all_params.task != "instruction" else tasks.instruction_prompt(all_params.flatten, a.prompt)
-    for name, kw in generation.strategies(gp).items():
-        if a.strategy in (name, "all"):
-            text = generation.generate(model, tokenizer, prompt, gp.max_new_tokens, gp.seed, **kw)
-            print(f"[{name}] {prompt}{text}\n")
+    model = task.model_class().from_pretrained(a.model, use_safetensors=True).eval()
+    for s in task.samples(model, tokenizer, gp, all_params.flatten, strategy=a.strategy, raw=a.raw):
+        print(task.show_sample(s))
 
 
 if __name__ == "__main__":

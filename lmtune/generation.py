@@ -25,14 +25,16 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **kw
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def samples(model, tokenizer, gp: GenerateParams, format_prompt=None) -> list[dict]:
-    """Every prompt under every strategy. `format_prompt` wraps a prompt first (an instruction
-    model is prompted with its training template); the wrapped text is recorded as `input`."""
+def samples(model, tokenizer, gp: GenerateParams, format_prompt=None, only: str = "all") -> list[dict]:
+    """Every prompt under every strategy (or only the one named by `only`). `format_prompt` wraps a prompt
+    first (an instruction model is prompted with its training template); the wrapped text is recorded as `input`."""
     model.eval()
     out = []
     for prompt in gp.prompts:
         model_input = format_prompt(prompt) if format_prompt else prompt
         for name, kw in strategies(gp).items():
+            if only not in (name, "all"):
+                continue
             s = {"prompt": prompt, "strategy": name, "settings": kw,
                  "text": generate(model, tokenizer, model_input, gp.max_new_tokens, gp.seed, **kw)}
             if format_prompt:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lmtune import paths
+from lmtune import paths, tasks
 from lmtune.errors import UserError
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -189,7 +189,7 @@ class GenerateParams(Strict):
 
 class Params(Strict):
     seed: int
-    task: Literal["causal_lm", "instruction", "classification"]
+    task: Literal[tasks.NAMES]  # lmtune/tasks/: one module per task
     model: ModelParams
     data: DataParams
     flatten: FlattenParams
@@ -202,13 +202,8 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _task_fields(self):
-        # Cross-section checks for the task; each message names the key to fix.
-        problems = []
-        if self.task == "classification":
-            if len(self.flatten.label_names) < 2:
-                problems.append("flatten.label_names must list at least 2 class names when task is 'classification'")
-            if self.chunk.mode != "pad":
-                problems.append("chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+        # Cross-section checks for the task (its module owns them); each message names the key to fix.
+        problems = tasks.get(self.task).param_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

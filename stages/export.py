@@ -4,13 +4,12 @@ A LoRA run is exported twice: merged into plain weights (models/export/, loads w
 the adapter itself (models/export/adapter/). A classifier keeps its label names in config.json
 (id2label / label2id) and its samples are the predicted labels of the `generate.prompts` texts.
 """
-import functools
 import json
 import shutil
 
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer
 
-from lmtune import export, generation, params, paths, tasks
+from lmtune import export, params, paths, tasks
 from lmtune.errors import cli
 from lmtune.io import atomic_dir
 
@@ -18,17 +17,11 @@ from lmtune.io import atomic_dir
 @cli
 def main() -> None:
     p = params.load()
-    model = tasks.load_tuned(p.task, paths.FINAL, paths.BASE, p.seed, p.flatten.label_names)
+    task = tasks.get(p.task)
+    model = task.load_tuned(paths.FINAL, paths.BASE, p.seed, p.flatten.label_names)
     tokenizer = AutoTokenizer.from_pretrained(paths.FINAL)
-    if p.task == "classification":
-        samples = generation.classify(model, tokenizer, p.generate.prompts)
-    else:
-        model.generation_config = GenerationConfig(
-            **generation.strategies(p.generate)["top_p"], max_new_tokens=p.generate.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )
-        fmt = functools.partial(tasks.instruction_prompt, p.flatten) if p.task == "instruction" else None
-        samples = generation.samples(model, tokenizer, p.generate, format_prompt=fmt)
+    task.prepare_export(model, tokenizer, p.generate)
+    samples = task.samples(model, tokenizer, p.generate, p.flatten)
     with atomic_dir(paths.EXPORT) as tmp:
         model.save_pretrained(tmp)  # safetensors (LoRA: merged into the plain weights)
         tokenizer.save_pretrained(tmp)

@@ -10,16 +10,16 @@ from lmtune.io import atomic_dir, save_dataset
 @cli
 def main() -> None:
     all_params = params.load()
-    p, task = all_params.flatten, all_params.task
+    p, task = all_params.flatten, tasks.get(all_params.task)
     datasets.disable_caching()  # map results go to a temp dir, never beside data/raw (another stage's out)
     raw = datasets.load_from_disk(paths.RAW)
-    fields = tasks.source_fields(task, p)
+    fields = task.source_fields(p)
     flat = {}
     for split, ds in raw.items():
         text.check_columns(ds.column_names, fields, f"data/raw {split}")
-        out = ds.map(lambda r: tasks.flatten_record(task, p, r), remove_columns=ds.column_names)
+        out = ds.map(lambda r: task.flatten_record(p, r), remove_columns=ds.column_names)
         if p.drop_empty:
-            out = out.filter(lambda r: tasks.keep_flat(task, r))
+            out = out.filter(lambda r: task.keep_flat(r))
         if len(out) == 0:
             raise UserError(f"data/raw {split}: no non-empty text in fields {fields}")
         flat[split] = out

@@ -10,16 +10,16 @@ from lmtune.io import atomic_dir, save_dataset
 @cli
 def main() -> None:
     all_params = params.load()
-    p, task = all_params.tokenize, all_params.task
+    p, task = all_params.tokenize, tasks.get(all_params.task)
     datasets.disable_caching()
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     dtype = text.token_dtype(len(tokenizer))
     eos = tokenizer.eos_token_id if p.eos_between_documents else None
     flat = datasets.load_from_disk(paths.FLAT)
     tokens = flat.map(
-        lambda b: tasks.tokenize_batch(task, tokenizer, b, eos),
+        lambda b: task.tokenize_batch(tokenizer, b, eos),
         batched=True, batch_size=p.batch_size, num_proc=p.num_proc if p.num_proc > 1 else None,
-        remove_columns=flat["train"].column_names, features=tasks.token_features(task, dtype),
+        remove_columns=flat["train"].column_names, features=task.token_features(dtype),
     )
     with atomic_dir(paths.TOKENS) as tmp:
         save_dataset(tokens, tmp)

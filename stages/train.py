@@ -19,8 +19,9 @@ def main() -> None:
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     # The task's model class (classification: a seeded new head); LoRA adapters when lora.enabled.
-    model = tasks.load_model(p.task, paths.BASE, p.seed, p.flatten.label_names)
-    model = tasks.with_lora(model, p.task, p.lora, p.train.gradient_checkpointing)
+    task = tasks.get(p.task)
+    model = task.load_model(paths.BASE, p.seed, p.flatten.label_names)
+    model = task.with_lora(model, p.lora, p.train.gradient_checkpointing)
     fp = training.fingerprint(p.train, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
     trainer, metrics, timing, live_tmp = training.train(
         model, tokenizer, chunks["train"], chunks["validation"], p.train, p.seed,

@@ -292,14 +292,15 @@ def test_rte_lora_end_to_end(clf_repo):
     code = f"""
 import json, datasets, transformers
 from peft import PeftModel
-from lmtune import evaluation, tasks
+from lmtune import tasks
+clf = tasks.get('classification')
 names = {recipe.load('rte')['flatten']['label_names']!r}
 val = datasets.load_from_disk('data/chunks')['validation'].with_format('torch')
 m = transformers.AutoModelForSequenceClassification.from_pretrained('models/export', use_safetensors=True)
-a = evaluation.evaluate_model('classification', m, val, 4, names)
-b = tasks.load_model('classification', 'models/base', 42, names)
+a = clf.evaluate(m, val, 4, names)
+b = clf.load_model('models/base', 42, names)
 b = PeftModel.from_pretrained(b, 'models/export/adapter')
-c = evaluation.evaluate_model('classification', b, val, 4, names)
+c = clf.evaluate(b, val, 4, names)
 print(json.dumps([a, c]))
 """
     a, c = json.loads(clf_repo.run(sys.executable, "-c", code).stdout.splitlines()[-1])
@@ -323,10 +324,11 @@ def test_emotion_end_to_end(clf_repo):
     # the base row is the untrained (seeded) head: evaluating base again reproduces it exactly
     code = f"""
 import json, datasets
-from lmtune import evaluation, tasks
+from lmtune import tasks
+clf = tasks.get('classification')
 names = {recipe.load('emotion')['flatten']['label_names']!r}
 val = datasets.load_from_disk('data/chunks')['validation'].with_format('torch')
-print(json.dumps(evaluation.evaluate_model('classification', tasks.load_model('classification', 'models/base', 42, names), val, 4, names)))
+print(json.dumps(clf.evaluate(clf.load_model('models/base', 42, names), val, 4, names)))
 """
     again = json.loads(clf_repo.run(sys.executable, "-c", code).stdout.splitlines()[-1])
     assert again["accuracy"] == ev["base"]["accuracy"] and again["predicted_counts"] == ev["base"]["predicted_counts"]

@@ -1,0 +1,59 @@
+"""What the two language-model tasks (causal_lm, instruction) share: the causal-LM head, loss-based
+evaluation numbers, the generation config shipped with the export, and samples per decoding strategy."""
+from lmtune.tasks.base import Task
+
+
+class LanguageModelTask(Task):
+    primary_metric = ("perplexity", False)
+    peft_task_type = "CAUSAL_LM"
+
+    def model_class(self):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def prompt_for(self, fp, prompt: str) -> str | None:
+        """The text the model is prompted with, or None to use the prompt as it is."""
+        return None
+
+    # ---- evaluate -------------------------------------------------------------------------------
+
+    def evaluate(self, model, blocks, batch_size: int, label_names: list[str]) -> dict:
+        """Loss, perplexity, next-token accuracy over the scored tokens (labels != -100: an instruction
+        model is scored on its responses only)."""
+        from lmtune import metrics
+
+        return metrics.evaluate_causal_lm(model, blocks, batch_size)
+
+    def summary(self, name: str, m: dict) -> str:
+        return (f"{name:5s} loss {m['loss']:.4f}  perplexity {m['perplexity']:.2f}  accuracy {m['accuracy']:.4f}"
+                f"  ({m['n_tokens']} tokens)")
+
+    def metrics_table(self, ev: dict) -> list[str]:
+        return ["| model | loss | perplexity | next-token accuracy | tokens |", "|---|---|---|---|---|",
+                *[f"| {k} | {v['loss']:.4f} | {v['perplexity']:.2f} | {v['accuracy']:.4f} | {v['n_tokens']} |"
+                  for k, v in ev.items()]]
+
+    # ---- samples --------------------------------------------------------------------------------
+
+    def prepare_export(self, model, tokenizer, gp) -> None:
+        from transformers import GenerationConfig
+
+        from lmtune import generation
+
+        model.generation_config = GenerationConfig(
+            **generation.strategies(gp)["top_p"], max_new_tokens=gp.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+
+    def samples(self, model, tokenizer, gp, fp, strategy: str = "all", raw: bool = False) -> list[dict]:
+        from lmtune import generation
+
+        fmt = None if raw or self.prompt_for(fp, "") is None else (lambda prompt: self.prompt_for(fp, prompt))
+        return generation.samples(model, tokenizer, gp, format_prompt=fmt, only=strategy)
+
+    def sample_line(self, s: dict) -> str:
+        return f"- **{s['strategy']}** — _{s['prompt']}_ {s['text']!r}"
+
+    def show_sample(self, s: dict) -> str:
+        return f"[{s['strategy']}] {s.get('input', s['prompt'])}{s['text']}\n"

@@ -1,0 +1,34 @@
+"""Fixtures shared by the per-task unit tests (tests/test_task_*.py)."""
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from lmtune import params
+from lmtune.gpt2_bpe import build_gpt2_tokenizer
+
+EOS = 50256  # GPT-2's <|endoftext|>, the last id of its 50,257-token vocabulary
+
+
+@pytest.fixture(scope="module")
+def tok():
+    with tempfile.TemporaryDirectory() as tmp:
+        t = build_gpt2_tokenizer(Path(tmp))
+    t.pad_token = t.eos_token
+    return t
+
+
+@pytest.fixture(scope="module")
+def fp():
+    return params.load(ROOT / "params.yaml").flatten
+
+
+def flat(fp, **changes):
+    return fp.model_copy(update=changes)
+
+
+def ds(cols, features):
+    import datasets
+
+    return datasets.Dataset.from_dict(cols, features=features)

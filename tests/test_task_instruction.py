@@ -1,0 +1,96 @@
+"""lmtune/tasks/instruction.py: the prompt template, prompt/response tokens, and what the loss can see."""
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from lmtune import tasks
+from lmtune.tasks.instruction import instruction_prompt
+from task_helpers import EOS, ds, fp, tok  # noqa: F401 (fixtures)
+
+INS = tasks.get("instruction")
+
+
+def test_instruction_prompt_has_context_block_only_when_present(fp):
+    with_ctx = instruction_prompt(fp, "Summarize this.", "Some context.")
+    assert with_ctx == "### Instruction:\nSummarize this.\n\n### Context:\nSome context.\n\n### Response:\n"
+    for empty in ("", "   ", None):
+        assert instruction_prompt(fp, "Name a color.", empty) == "### Instruction:\nName a color.\n\n### Response:\n"
+    assert INS.prompt_for(fp, "Name a color.") == "### Instruction:\nName a color.\n\n### Response:\n"
+
+
+def test_flatten_dolly_record(fp):
+    rec = {"instruction": "Name a color.", "context": "", "response": " Blue. ", "category": "open_qa"}
+    out = INS.flatten_record(fp, rec)
+    assert out == {"prompt": "### Instruction:\nName a color.\n\n### Response:\n", "response": "Blue."}
+    assert not INS.keep_flat({"prompt": "x", "response": "  "})
+    assert INS.source_fields(fp) == ["instruction", "context", "response"]
+
+
+def test_instruction_tokens_are_prompt_response_eos(tok):
+    b = {"prompt": ["### Instruction:\nHi\n\n### Response:\n"], "response": ["Hello there."]}
+    out = INS.tokenize_batch(tok, b, None)
+    p = tok(b["prompt"][0], add_special_tokens=False)["input_ids"]
+    r = tok(b["response"][0], add_special_tokens=False)["input_ids"]
+    assert out["input_ids"][0] == p + r + [EOS] and out["prompt_length"][0] == len(p)
+
+
+def test_pad_masks_prompt_and_padding():
+    ids = [[5, 6, 7, 8, 9], [1, 2, 3]]
+    out = tasks.pad_examples(ids, 8, pad_id=EOS, prompt_lengths=[2, 1])
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, EOS, EOS, EOS], [1, 2, 3, EOS, EOS, EOS, EOS, EOS]]
+    assert out["attention_mask"].tolist() == [[1] * 5 + [0] * 3, [1] * 3 + [0] * 5]
+    assert out["labels"].tolist() == [[-100, -100, 7, 8, 9, -100, -100, -100], [-100, 2, 3] + [-100] * 5]
+    # truncation keeps the first block_size tokens; causal LM pad (no prompt) scores every real token
+    lm = tasks.pad_examples([[1, 2, 3, 4, 5, 6]], 4, pad_id=0)
+    assert lm["input_ids"].tolist() == [[1, 2, 3, 4]] and lm["labels"].tolist() == [[1, 2, 3, 4]]
+
+
+def test_pack_keeps_prompt_labels_masked():
+    out = tasks.pack_examples([[10, 11, 12, 13], [20, 21, 22, 23, 24]], [2, 3], block_size=3)
+    assert out["input_ids"].tolist() == [[10, 11, 12], [13, 20, 21], [22, 23, 24]]
+    assert out["labels"].tolist() == [[-100, -100, 12], [13, -100, -100], [-100, 23, 24]]
+    assert out["attention_mask"].min() == 1
+
+
+def test_chunk_drops_examples_without_a_response_token():
+    feats = INS.token_features(np.dtype(np.uint16))
+    split = ds({"input_ids": [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7]], "prompt_length": [2, 6]}, feats)
+    out = INS.chunk(split, "pad", 5, EOS, "here")  # the second's response is cut off
+    assert out.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
+    assert out.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
+    # packed: 11 tokens -> 2 blocks of 5; the second block holds only prompt tokens of example 2, so it is dropped
+    packed = INS.chunk(split, "concat", 5, EOS, "here")
+    assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, 1]]
+    assert packed.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
+
+
+# ---- what the loss sees -------------------------------------------------------------------------
+
+def _bigram_model(vocab):
+    """A 0-layer GPT-2: position t's logits depend only on token t, so any change in the loss from
+    editing a token far from the response can only come from that token being a scored target."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_layer=0, n_embd=16, n_head=2, n_positions=128)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def _loss(model, tok, fp, instruction, response, masked=True):
+    b = {"prompt": [instruction_prompt(fp, instruction)], "response": [response]}
+    t = INS.tokenize_batch(tok, b, None)
+    out = tasks.pad_examples(t["input_ids"], 64, EOS, t["prompt_length"] if masked else None)
+    batch = {k: torch.as_tensor(v.astype(np.int64)) for k, v in out.items()}
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_loss_sees_response_tokens_but_not_prompt_tokens(tok, fp):
+    model = _bigram_model(len(tok))
+    base = _loss(model, tok, fp, "Name a colour of the sky.", "Blue.")
+    # Only prompt tokens differ (same length): the masked loss is unchanged...
+    assert _loss(model, tok, fp, "Name a colour of the sea.", "Blue.") == pytest.approx(base, abs=1e-6)
+    # ...a response token differs: the loss changes.
+    assert abs(_loss(model, tok, fp, "Name a colour of the sky.", "Green.") - base) > 1e-4
+    # Control: without the prompt mask the same prompt edit does change the loss, so the check above can fail.
+    unmasked = _loss(model, tok, fp, "Name a colour of the sky.", "Blue.", masked=False)
+    assert abs(_loss(model, tok, fp, "Name a colour of the sea.", "Blue.", masked=False) - unmasked) > 1e-4
