@@ -3,12 +3,14 @@
 No-op: `dvc repro` with everything up to date. Changing train.learning_rate: which stages run (parsed
 from DVC's `Running stage '...'` lines) and the wall time of each run; download/flatten/tokenize/chunk
 must not run, so the time spent in them is 0 s by construction when they are absent from the list.
+One `dvc exp run -S train.learning_rate=...`: seconds per stage, DVC overhead and disk (bench/experiment.py).
 """
 import re
 import tempfile
 import time
 from pathlib import Path
 
+from bench import experiment
 from bench.common import Row, median
 
 UPSTREAM = ("download", "flatten", "tokenize", "chunk")
@@ -46,6 +48,8 @@ def bench(work: Path, repeats: int, lr_changes: int = 1) -> list[Row]:
             proc = repo.dvc("repro")
             lr_runs.append(time.perf_counter() - start)
             lr_ran.append(_ran(proc.stdout))
+        repo.commit("lr")  # an experiment starts from a commit
+        exp = experiment.measure(repo.path, lr * 0.5)
     upstream = sorted({s for ran in lr_ran for s in ran if s in UPSTREAM})
     noop_s = median(noop)
     return [
@@ -59,4 +63,5 @@ def bench(work: Path, repeats: int, lr_changes: int = 1) -> list[Row]:
             note=(f"stages run per change: {lr_ran[0]} (all {lr_changes} change(s): upstream stages run = {upstream or 'none'}); "
                   f"whole `dvc repro` after the change: median {median(lr_runs):.0f} s"),
             extra={"stages_run": lr_ran, "repro_s": lr_runs}),
+        *experiment.rows("tiny GPT-2", exp, default_targets=False),
     ]

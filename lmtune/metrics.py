@@ -4,7 +4,10 @@ The modules live in `lmtune/metric_modules/<name>/<name>.py` and are loaded by p
 fetched from the Hugging Face hub (the default pipeline runs with HF_HUB_OFFLINE=1).
 """
 
+import contextlib
 import functools
+import math
+import sys
 from pathlib import Path
 
 import evaluate
@@ -63,11 +66,13 @@ def pad_collate(items, pad_token_id: int = 0) -> dict:
 _CPU_CHUNK_BYTES = 6 << 20
 
 
-def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
+def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor, per_block: torch.Tensor | None = None
+                          ) -> tuple[float, int, int]:
     """(summed next-token NLL, correct argmax predictions, scored tokens) for one batch.
 
     logits: (batch, seq, vocab); labels: (batch, seq) aligned with the inputs, -100 = not scored.
     Position t predicts token t+1, so logits drop the last step and labels drop the first.
+    per_block: a float64 (batch,) tensor that receives each row's summed NLL (for paired comparisons).
     """
     vocab = logits.size(-1)
     # Shift the labels, not the logits: slicing logits[..., :-1, :] and flattening copies the whole
@@ -83,7 +88,10 @@ def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[f
         x, y = flat[i:i + rows].float(), targets[i:i + rows]
         # Per-token NLL in float32, summed in float64: even a float32 sum of 30 ~ln(V) terms is off by
         # ~1e-6 relative. Sum, not mean: the metric weights batches by token count; ignored rows add 0.
-        nll_sum += F.cross_entropy(x, y, ignore_index=IGNORE_INDEX, reduction="none").double().sum()
+        nll = F.cross_entropy(x, y, ignore_index=IGNORE_INDEX, reduction="none").double()
+        nll_sum += nll.sum()
+        if per_block is not None:  # row i of the flattened batch belongs to block i // seq
+            per_block.index_add_(0, torch.arange(i, i + len(nll), device=nll.device) // logits.size(1), nll)
         # argmax == label, exactly (ties included): only rows whose target logit reaches the row max
         # can be correct; amax finds them in one vectorised pass (~4x faster than argmax on CPU), and
         # argmax runs on those few rows to settle ties as argmax would (first maximum wins).
@@ -98,14 +106,24 @@ def _loader(dataset, batch_size, collate_fn, pad_token_id):
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
-def _run_eval(model, loader, step) -> None:
-    """Call step(batch) for every batch with the model in eval/no_grad, restoring its train mode."""
+def _progress(loader, desc: str | None):
+    """A progress bar (batches done, ETA) on an interactive terminal; plain iteration in logs and tests."""
+    if desc is None or not sys.stderr.isatty():
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False)
+
+
+def _run_eval(model, loader, step, autocast=None, desc: str | None = None) -> None:
+    """Call step(batch) for every batch with the model in eval/no_grad (batches moved to the model's
+    device, the forward pass under `autocast()` when given), restoring its train mode."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for batch in loader:
+        with torch.no_grad(), (autocast() if autocast else contextlib.nullcontext()):
+            for batch in _progress(loader, desc):
                 step({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
     except BaseException:
         # A failure mid-loop leaves half an add_batch stream in the cached (shared) metric
@@ -116,7 +134,8 @@ def _run_eval(model, loader, step) -> None:
         model.train(was_training)
 
 
-def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_token_id: int = 0) -> dict:
+def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_token_id: int = 0,
+                       byte_lengths: torch.Tensor | None = None, autocast=None, desc: str | None = None) -> dict:
     """Token-weighted loss, perplexity and next-token accuracy of a causal LM over `dataset`.
 
     Items are dicts with input_ids and optionally labels / attention_mask. Without labels, the
@@ -124,8 +143,12 @@ def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_
     The loss is computed here rather than via model(labels=...), whose per-batch mean would weight
     batches equally regardless of how many valid tokens they hold.
     Returns {"loss", "perplexity", "accuracy", "n_tokens"}; perplexity is None if exp(loss) overflows.
+    With `byte_lengths` (UTF-8 bytes per token id, `token_byte_lengths`) it adds "n_bytes" and
+    "bits_per_byte" (summed NLL / ln 2 / bytes of the scored tokens, comparable across tokenizers), and
+    "blocks": per item (block) its summed NLL, scored tokens and their bytes, in dataset order.
     """
     ppl_metric, acc_metric = load_metric("perplexity_from_nll"), load_metric("token_accuracy")
+    blocks = {"nll": [], "n_tokens": [], "n_bytes": []}
 
     def step(batch):
         attention_mask = batch.get("attention_mask")
@@ -135,28 +158,73 @@ def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
         logits = model(input_ids=batch["input_ids"], attention_mask=attention_mask).logits
-        nll_sum, n_correct, n_tokens = causal_lm_batch_stats(logits, labels)
+        per_block = torch.zeros(len(labels), dtype=torch.float64, device=logits.device)
+        nll_sum, n_correct, n_tokens = causal_lm_batch_stats(logits, labels, per_block)
         ppl_metric.add_batch(nll_sum=[nll_sum], n_tokens=[n_tokens])
         acc_metric.add_batch(n_correct=[n_correct], n_tokens=[n_tokens])
+        if byte_lengths is not None:
+            targets = F.pad(labels[:, 1:].long(), (0, 1), value=IGNORE_INDEX).cpu()  # the tokens each row scores
+            scored = targets != IGNORE_INDEX
+            blocks["nll"] += per_block.tolist()
+            blocks["n_tokens"] += scored.sum(1).tolist()
+            blocks["n_bytes"] += (byte_lengths[targets.clamp(min=0)] * scored).sum(1).tolist()
 
-    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step)
+    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step, autocast, desc)
     ppl, acc = ppl_metric.compute(), acc_metric.compute()
-    return {"loss": ppl["loss"], "perplexity": ppl["perplexity"], "accuracy": acc["accuracy"], "n_tokens": ppl["n_tokens"]}
+    out = {"loss": ppl["loss"], "perplexity": ppl["perplexity"], "accuracy": acc["accuracy"], "n_tokens": ppl["n_tokens"]}
+    if byte_lengths is not None:
+        out["n_bytes"] = int(sum(blocks["n_bytes"]))
+        # bits per byte = summed NLL (nats) / ln 2 / UTF-8 bytes, as lm-evaluation-harness reports it;
+        # fsum keeps the total independent of batching, like the perplexity module's.
+        out["bits_per_byte"] = math.fsum(blocks["nll"]) / math.log(2) / out["n_bytes"] if out["n_bytes"] else None
+        out["blocks"] = blocks
+    return out
 
 
 def evaluate_classifier(
-    model, dataset, batch_size: int, num_labels: int, *, collate_fn=None, pad_token_id: int = 0
+    model, dataset, batch_size: int, num_labels: int, *, collate_fn=None, pad_token_id: int = 0, autocast=None,
+    desc: str | None = None,
 ) -> dict:
     """Accuracy, macro-F1, class counts and confusion matrix of a sequence classifier.
 
     Items are dicts with input_ids, attention_mask and an integer `label`; the prediction is the
-    argmax of model(...).logits. Returns the `classification` metric module's output.
+    argmax of model(...).logits. Returns the `classification` metric module's output, plus "blocks":
+    each example's label and prediction in dataset order (for paired comparisons).
     """
     metric = load_metric("classification")
+    blocks = {"label": [], "pred": []}
 
     def step(batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-        metric.add_batch(predictions=logits.argmax(-1).tolist(), references=batch["label"].tolist())
+        preds, refs = logits.argmax(-1).tolist(), batch["label"].tolist()
+        metric.add_batch(predictions=preds, references=refs)
+        blocks["label"] += refs
+        blocks["pred"] += preds
 
-    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step)
-    return metric.compute(num_labels=num_labels)
+    _run_eval(model, _loader(dataset, batch_size, collate_fn, pad_token_id), step, autocast, desc)
+    return {**metric.compute(num_labels=num_labels), "blocks": blocks}
+
+
+def token_byte_lengths(tokenizer) -> torch.Tensor:
+    """UTF-8 bytes of each token id's text (special tokens count 0: they are not text).
+
+    Byte-level BPE (GPT-2, SmolLM2, Llama 3) maps every byte to one printable character, so a token's
+    bytes are exact and add up to the text's bytes. Other tokenizers: the bytes of the token decoded
+    alone (a token holding part of a multi-byte character is then approximate).
+    """
+    from lmtune.gpt2_bpe import bytes_to_unicode
+
+    vocab = len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    byte_level = "ByteLevel" in type(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)).__name__
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab)))
+    char_bytes = {c: 1 for c in bytes_to_unicode().values()}  # each stands for exactly one byte
+    out = torch.zeros(vocab, dtype=torch.long)
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            continue
+        if byte_level and all(c in char_bytes for c in piece):
+            out[i] = len(piece)
+        else:
+            out[i] = len(tokenizer.decode([i], clean_up_tokenization_spaces=False).encode("utf-8"))
+    return out

@@ -12,13 +12,16 @@ CHUNKS = DATA / "chunks"    # chunk: fixed-size training examples
 
 MODELS = ROOT / "models"
 BASE = MODELS / "base"              # download: save_pretrained of model + tokenizer
-CHECKPOINTS = MODELS / "checkpoints"  # train: persist: true, resumable
+CHECKPOINTS = MODELS / "checkpoints"  # train: scratch for crash-resume (not a DVC output), removed after success
 FINAL = MODELS / "final"            # train: tuned model + tokenizer
 EXPORT = MODELS / "export"          # export: safetensors, tokenizer, card, samples
 
 METRICS = ROOT / "metrics"
 TRAIN_METRICS = METRICS / "train.json"
 TRAIN_TIMING = METRICS / "train_timing.json"  # wall-clock numbers, kept apart so train.json is reproducible
-EVAL_METRICS = METRICS / "eval.json"
+EVAL_BASE = METRICS / "eval_base.json"      # evaluate_base: {"base": ...} (cached apart from experiments)
+BLOCKS_BASE = METRICS / "blocks_base.csv"   # evaluate_base: per validation block (paired comparisons)
+EVAL_METRICS = METRICS / "eval.json"        # evaluate: base and tuned side by side
+BLOCKS = METRICS / "blocks.csv"             # evaluate: per validation block, base and tuned columns
 CONFUSION = METRICS / "confusion.csv"  # evaluate: tuned classifier's confusion matrix (DVC plot)
 TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)

@@ -77,9 +77,19 @@ def holdout(ds: datasets.Dataset, how: str, size: float, seed: int) -> datasets.
     return datasets.DatasetDict(train=ds.select(train_idx), validation=ds.select(val_idx))
 
 
+def recent_only(split: datasets.DatasetDict, since_year: int | None) -> datasets.DatasetDict:
+    """Keep the training speeches from `since_year` on; validation is untouched (already held out by speech)."""
+    if since_year is None:
+        return split
+    train = split["train"].filter(lambda year: year >= since_year, input_columns="year")
+    if len(train) == 0:
+        raise UserError(f"data.since_year: no training speech from {since_year} on (the held-out ones are excluded)")
+    return datasets.DatasetDict(train=train, validation=split["validation"])
+
+
 def load_raw(data: DataParams, seed: int) -> datasets.DatasetDict:
     if data.source == "sotu":
-        return holdout(sotu_dataset(), data.holdout, data.holdout_size, seed)
+        return recent_only(holdout(sotu_dataset(), data.holdout, data.holdout_size, seed), data.since_year)
     train = load_split(data, "train")
     has_val = data.validation_split if data.source == "hub" else data.validation_file
     if not has_val:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         lr_scheduler_type=tp.lr_scheduler,
         max_grad_norm=tp.max_grad_norm,
         **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
-        gradient_checkpointing=tp.gradient_checkpointing,
+        activation_checkpointing=tp.gradient_checkpointing,  # transformers 5 name (gradient_checkpointing warns)
         eval_strategy="steps" if evaluating else "no",
         eval_steps=tp.eval_steps or None,
         save_strategy="steps",
@@ -78,7 +79,8 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         dataloader_pin_memory=cuda,
         optim=optimizer_name(cuda),
         torch_compile=tp.torch_compile,
-        disable_tqdm=True,
+        # A progress bar (steps, ETA; each logged loss printed above it) on a terminal; plain log lines otherwise.
+        disable_tqdm=not sys.stderr.isatty(),
         # Without a GPU, say so: then `accelerate launch --multi_gpu`/torchrun processes on CPUs join one
         # gloo process group instead of each training alone.
         use_cpu=not (cuda or torch.backends.mps.is_available()),
@@ -208,6 +210,9 @@ def write_curves(log_history: list[dict], out_dir: Path) -> None:
             for k, v in sorted(values.items()):  # checkpoints store the history with sorted keys
                 live.log_metric(standardize_metric_name(k, "dvclive.huggingface"), v)
             live.next_step()
+    # dvclive's summary of the last values: train.json already carries them, and the folder is a DVC plots
+    # output, where a flat JSON summary would be drawn as a chart of its own.
+    (Path(out_dir) / "metrics.json").unlink(missing_ok=True)
 
 
 def peak_memory_mb() -> float:

@@ -1,13 +1,14 @@
-"""evaluate: base and tuned model on the same validation examples -> metrics/eval.json.
+"""evaluate: the tuned model on the validation examples, beside the base -> metrics/eval.json, metrics/blocks.csv.
 
-What is measured is the task's (lmtune/tasks/): loss, perplexity, next-token accuracy for the language-model
-tasks (instruction: response tokens only); accuracy, macro-F1 and per-class counts for classification, where
-the base model has the untrained (seeded) head, the honest baseline. metrics/confusion.csv is the tuned
-classifier's confusion matrix as a DVC plot (header only for the language-model tasks).
+What is measured is the task's (lmtune/tasks/): loss, perplexity, next-token accuracy and bits per byte for
+the language-model tasks (instruction: response tokens only); accuracy, macro-F1 and per-class counts for
+classification. The base numbers come from the cached `evaluate_base` stage, copied here so that
+`dvc exp show` / `dvc metrics diff` show both. metrics/confusion.csv is the tuned classifier's confusion
+matrix as a DVC plot (header only for the language-model tasks).
 """
-import datasets
+import json
 
-from lmtune import allocator, params, paths, tasks
+from lmtune import allocator, evaluation, params, paths, tasks
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, atomic_write_text
 
@@ -16,20 +17,16 @@ from lmtune.io import atomic_write_json, atomic_write_text
 def main() -> None:
     allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     p = params.load()
-    task, names = tasks.get(p.task), p.flatten.label_names
-    blocks = datasets.load_from_disk(paths.CHUNKS)["validation"].with_format("torch")
-    result = {}
-    for name, folder in (("base", paths.BASE), ("tuned", paths.FINAL)):
-        if name == "base":
-            model = task.load_model(folder, p.seed, names)
-        else:  # plain weights, or base + LoRA adapter merged
-            model = task.load_tuned(folder, paths.BASE, p.seed, names)
-        result[name] = task.evaluate(model, blocks, p.evaluate.batch_size, names)
-    plot = task.plot_csv(result["tuned"], names)
-    for m in result.values():
-        m.pop("confusion_matrix", None)
-    atomic_write_json(paths.EVAL_METRICS, result)
+    task = tasks.get(p.task)
+    tuned, blocks = evaluation.evaluate(p, "tuned")
+    base_blocks = evaluation.read_blocks(paths.BLOCKS_BASE, task, "base")
+    evaluation.same_blocks(task, base_blocks, blocks)
+    result = {"base": json.loads(paths.EVAL_BASE.read_text())["base"], "tuned": tuned}
+    plot = task.plot_csv(tuned, p.flatten.label_names)
+    tuned.pop("confusion_matrix", None)
+    atomic_write_text(paths.BLOCKS, evaluation.blocks_csv(task, {"base": base_blocks, "tuned": blocks}))
     atomic_write_text(paths.CONFUSION, plot)
+    atomic_write_json(paths.EVAL_METRICS, result)
     for name, m in result.items():
         print(f"evaluate: {task.summary(name, m)}")
 

@@ -1,4 +1,4 @@
-"""train: fine-tune the base model on the training blocks; resumable checkpoints, dvclive curves.
+"""train: fine-tune the base model on the training blocks; resumable checkpoints (scratch), dvclive curves.
 
 Works unchanged under `accelerate launch` (only the main process writes outputs).
 """
@@ -47,6 +47,9 @@ def main() -> None:
         replace_dir(live_tmp, paths.TRAIN_LIVE)
         atomic_write_json(paths.TRAIN_METRICS, metrics)
         atomic_write_json(paths.TRAIN_TIMING, timing)
+        # Checkpoints are crash-resume scratch: once models/final is written they are never resumed (a
+        # finished run is trained again from step 0), so free their disk (weights + fp32 optimizer state).
+        shutil.rmtree(paths.CHECKPOINTS, ignore_errors=True)
         print(f"train: {metrics['steps']} steps, loss {metrics['train_loss']:.4f}, {timing['tokens_per_second']} tokens/s")
 
 

@@ -104,5 +104,10 @@ def tiny_repo(tmp_path) -> Repo:
 def tiny_repro(tmp_path_factory) -> Repo:
     """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs."""
     repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    repo.dvc("repro")
+    # Every stage also reports the modules it imports (stderr, merged in order with DVC's stage lines):
+    # tests/test_graph.py checks them against each stage's declared deps.
+    proc = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=repo.path, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env={**repo.env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    repo.repro_output = proc.stdout
     return repo

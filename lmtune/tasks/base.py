@@ -25,6 +25,9 @@ class Task:
     flat_columns: tuple[str, ...]     # the columns flatten writes
     primary_metric: tuple[str, bool]  # (key in metrics/eval.json, higher is better)
     peft_task_type: str               # peft TaskType name for LoRA adapters
+    # metrics/blocks*.csv, one row per validation example: columns that are the same for every model
+    # (what is scored), and per-model columns (written as base_<name>, tuned_<name>).
+    block_columns: tuple[tuple[str, ...], tuple[str, ...]]
 
     # ---- flatten --------------------------------------------------------------------------------
 
@@ -110,12 +113,17 @@ class Task:
             raise UserError(f"lora.target_modules: {missing} not found in the model ({model.config.model_type})")
         if gradient_checkpointing:
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+        # peft writes the base model's path into adapter_config.json and the adapter's card: record it
+        # relative to the project (`models/base`), so a clone elsewhere reproduces models/final byte for byte.
+        model.name_or_path = _in_project(model.name_or_path)
         return get_peft_model(model, self.lora_config(lp, model.config.model_type))
 
     # ---- evaluate -------------------------------------------------------------------------------
 
-    def evaluate(self, model, blocks, batch_size: int, label_names: list[str]) -> dict:
-        """The task's evaluation numbers for one model over the validation examples."""
+    def evaluate(self, model, blocks, batch_size: int, label_names: list[str], *, tokenizer=None, autocast=None,
+                 desc: str | None = None) -> dict:
+        """The task's evaluation numbers for one model over the validation examples, with "blocks": the
+        per-example columns of `block_columns` (forward passes under `autocast()` when given)."""
         raise NotImplementedError
 
     def plot_csv(self, tuned: dict, label_names: list[str]) -> str:
@@ -206,6 +214,13 @@ def scored_only(out: dict) -> dict:
 
 def no_examples(where: str, block_size: int) -> UserError:
     return UserError(f"{where}: no example left with a token to learn within chunk.block_size={block_size}")
+
+
+def _in_project(path: str) -> str:
+    from lmtune import paths
+
+    p = Path(path)
+    return p.relative_to(paths.ROOT).as_posix() if p.is_absolute() and p.is_relative_to(paths.ROOT) else path
 
 
 def is_adapter(folder) -> bool:

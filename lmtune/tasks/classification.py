@@ -38,6 +38,7 @@ class Classification(Task):
     flat_columns = ("text", "text_pair", "label")
     primary_metric = ("accuracy", True)
     peft_task_type = "SEQ_CLS"
+    block_columns = (("label",), ("pred",))
 
     def source_fields(self, fp) -> list[str]:
         return [f for f in (fp.text_field, fp.text_pair_field, fp.label_field) if f]
@@ -103,16 +104,19 @@ class Classification(Task):
 
     # ---- evaluate -------------------------------------------------------------------------------
 
-    def evaluate(self, model, blocks, batch_size: int, label_names: list[str]) -> dict:
-        """accuracy, macro-F1, per-class reference and prediction counts, confusion matrix (rows = actual)."""
+    def evaluate(self, model, blocks, batch_size: int, label_names: list[str], *, tokenizer=None, autocast=None,
+                 desc: str | None = None) -> dict:
+        """accuracy, macro-F1, per-class reference and prediction counts, confusion matrix (rows = actual),
+        and each example's label and prediction ("blocks")."""
         from lmtune import metrics
 
-        r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), batch_size, len(label_names))
+        r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), batch_size, len(label_names),
+                                        autocast=autocast, desc=desc)
         return {
             "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n_examples": int(sum(r["support"])),
             "support": dict(zip(label_names, r["support"])),
             "predicted_counts": dict(zip(label_names, r["predicted_counts"])),
-            "confusion_matrix": r["confusion_matrix"],
+            "confusion_matrix": r["confusion_matrix"], "blocks": r["blocks"],
         }
 
     def plot_csv(self, tuned: dict, label_names: list[str]) -> str:

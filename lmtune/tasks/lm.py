@@ -5,6 +5,7 @@ from lmtune.tasks.base import Task
 
 class LanguageModelTask(Task):
     primary_metric = ("perplexity", False)
+    block_columns = (("n_tokens", "n_bytes"), ("nll",))
     peft_task_type = "CAUSAL_LM"
 
     def model_class(self):
@@ -18,12 +19,15 @@ class LanguageModelTask(Task):
 
     # ---- evaluate -------------------------------------------------------------------------------
 
-    def evaluate(self, model, blocks, batch_size: int, label_names: list[str]) -> dict:
+    def evaluate(self, model, blocks, batch_size: int, label_names: list[str], *, tokenizer=None, autocast=None,
+                 desc: str | None = None) -> dict:
         """Loss, perplexity, next-token accuracy over the scored tokens (labels != -100: an instruction
-        model is scored on its responses only)."""
+        model is scored on its responses only); with the tokenizer also bits per byte and per-block sums."""
         from lmtune import metrics
 
-        return metrics.evaluate_causal_lm(model, blocks, batch_size)
+        byte_lengths = metrics.token_byte_lengths(tokenizer) if tokenizer is not None else None
+        return metrics.evaluate_causal_lm(model, blocks, batch_size, byte_lengths=byte_lengths, autocast=autocast,
+                                          desc=desc)
 
     def summary(self, name: str, m: dict) -> str:
         return (f"{name:5s} loss {m['loss']:.4f}  perplexity {m['perplexity']:.2f}  accuracy {m['accuracy']:.4f}"

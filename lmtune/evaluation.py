@@ -1,0 +1,64 @@
+"""One model's evaluation (base or tuned) on the validation examples, and the per-block files.
+
+The base model is measured by its own stage (`evaluate_base`), cached by DVC: an experiment that changes
+only `train.*` reuses it. `evaluate` measures the tuned model and puts both side by side.
+Per-block rows (metrics/blocks_base.csv, metrics/blocks.csv) let comparisons pair runs on the same blocks.
+"""
+import csv
+import io
+from pathlib import Path
+
+from lmtune import device, paths, tasks
+from lmtune.errors import UserError
+
+
+def evaluate(p, which: str) -> tuple[dict, dict]:
+    """(metrics, per-block columns) of the base or the tuned model, on the device `train.precision` picks."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    task, names = tasks.get(p.task), p.flatten.label_names
+    placement = device.current(p.train.precision)
+    blocks = datasets.load_from_disk(paths.CHUNKS)["validation"].with_format("torch")
+    if which == "base":
+        model = task.load_model(paths.BASE, p.seed, names)
+    else:  # plain weights, or base + LoRA adapter merged
+        model = task.load_tuned(paths.FINAL, paths.BASE, p.seed, names)
+    model.to(placement.device)
+    tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
+    m = task.evaluate(model, blocks, p.evaluate.batch_size, names, tokenizer=tokenizer,
+                      autocast=placement.autocast, desc=f"evaluate {which}")
+    return m, m.pop("blocks")
+
+
+def blocks_csv(task, columns: dict[str, dict]) -> str:
+    """`block`, the shared columns, then `<model>_<column>` for each model in `columns` (model -> blocks)."""
+    shared, per_model = task.block_columns
+    first = next(iter(columns.values()))
+    header = ["block", *shared, *[f"{m}_{c}" for m in columns for c in per_model]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for i in range(len(first[per_model[0]])):
+        # repr-exact floats: the rows must sum back to the metrics' totals
+        w.writerow([i, *[first[c][i] for c in shared], *[columns[m][c][i] for m in columns for c in per_model]])
+    return buf.getvalue()
+
+
+def read_blocks(path: Path, task, model: str) -> dict:
+    """The shared and `model`'s columns of a blocks csv, as lists (ints and floats as written)."""
+    shared, per_model = task.block_columns
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    num = lambda v: float(v) if any(ch in v for ch in ".en") else int(v)  # noqa: E731 ("nan", "1e-05" are floats)
+    out = {c: [num(r[c]) for r in rows] for c in shared}
+    out.update({c: [num(r[f"{model}_{c}"]) for r in rows] for c in per_model})
+    return out
+
+
+def same_blocks(task, base: dict, tuned: dict) -> None:
+    """The base rows were measured on these validation blocks (else evaluate_base is stale)."""
+    shared, per_model = task.block_columns
+    if any(base[c] != tuned[c] for c in shared) or len(base[per_model[0]]) != len(tuned[per_model[0]]):
+        raise UserError(f"{paths.BLOCKS_BASE.relative_to(paths.ROOT)} was measured on other validation blocks; "
+                        "run `dvc repro evaluate_base`")
