@@ -154,6 +154,7 @@ def check_lm_run(repo, name, expect_steps=2):
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
     samples = json.loads((root / "models/export/samples.json").read_text())
     assert {s["strategy"] for s in samples} == {"greedy", "temperature", "top_k", "top_p"}
+    assert all(isinstance(s["base_text"], str) for s in samples)  # the base model's output beside each
     prompts = recipe.load(name).get("generate", {}).get("prompts")
     if prompts:  # the recipe's own prompts
         assert {s["prompt"] for s in samples} == set(prompts)
@@ -276,7 +277,12 @@ def check_classifier(repo, name):
     assert [cfg["id2label"][str(i)] for i in range(len(names))] == names and cfg["label2id"][names[-1]] == len(names) - 1
     assert cfg["pad_token_id"] == EOS
     samples = json.loads((root / "models/export/samples.json").read_text())
-    assert samples and all(s["label"] in names for s in samples)
+    assert samples and all(s["label"] in names and s["base_label"] in names for s in samples)
+    # against the base LM's config, training adds the head and its labels, nothing else
+    base = json.loads((root / "models/base/config.json").read_text())
+    changed = {k for k in base.keys() | cfg.keys() if base.get(k) != cfg.get(k)}
+    assert changed <= {"architectures", "id2label", "label2id", "problem_type"}, changed
+    assert cfg["use_cache"] is True and cfg["architectures"] == ["GPT2ForSequenceClassification"]
     return ev
 
 
