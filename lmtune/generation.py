@@ -1,6 +1,14 @@
-"""Text generation under the four decoding strategies: greedy, temperature, top-k, top-p."""
+"""Text generation under the four decoding strategies (greedy, temperature, top-k, top-p), and a
+classifier's predictions, on the device `lmtune.device` chooses.
+
+Generation always runs with the key/value cache: training saves `use_cache: false` in the config (the
+cache is useless under gradient checkpointing), and without it every new token re-runs the whole
+prefix, so n new tokens after a p-token prompt cost sum_{i<n} (p + i) token-positions instead of p + n
+(32 tokens after a 12-token prompt: 880 against 44, 20x).
+"""
 import torch
 
+from lmtune.device import Placement
 from lmtune.params import GenerateParams
 
 
@@ -14,18 +22,26 @@ def strategies(gp: GenerateParams) -> dict[str, dict]:
     }
 
 
+def place(model, placement: Placement):
+    """The model on the placement's device in eval mode, with the inference KV cache switched back on."""
+    model.config.use_cache = True
+    return model.to(placement.device).eval()
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **kwargs) -> str:
-    """The continuation of `prompt` (prompt excluded); seeded so sampling is reproducible."""
+def generate(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, placement: Placement, **kwargs) -> str:
+    """The continuation of `prompt` (prompt excluded); seeded so sampling is reproducible, and the same
+    seed gives the base and the tuned model the same random draws."""
     torch.manual_seed(seed)
-    enc = tokenizer(prompt, return_tensors="pt").to(model.device)
-    out = model.generate(
-        **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs
-    )
+    enc = tokenizer(prompt, return_tensors="pt").to(placement.device)
+    with placement.autocast():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def samples(model, tokenizer, gp: GenerateParams, format_prompt=None, only: str = "all") -> list[dict]:
+def samples(model, tokenizer, gp: GenerateParams, placement: Placement, format_prompt=None,
+            only: str = "all") -> list[dict]:
     """Every prompt under every strategy (or only the one named by `only`). `format_prompt` wraps a prompt
     first (an instruction model is prompted with its training template); the wrapped text is recorded as `input`."""
     model.eval()
@@ -35,8 +51,9 @@ def samples(model, tokenizer, gp: GenerateParams, format_prompt=None, only: str 
         for name, kw in strategies(gp).items():
             if only not in (name, "all"):
                 continue
-            s = {"prompt": prompt, "strategy": name, "settings": kw,
-                 "text": generate(model, tokenizer, model_input, gp.max_new_tokens, gp.seed, **kw)}
+            s = {"prompt": prompt, "strategy": name, "settings": {**kw, "max_new_tokens": gp.max_new_tokens,
+                                                                  "seed": gp.seed},
+                 "text": generate(model, tokenizer, model_input, gp.max_new_tokens, gp.seed, placement, **kw)}
             if format_prompt:
                 s["input"] = model_input
             out.append(s)
@@ -44,13 +61,15 @@ def samples(model, tokenizer, gp: GenerateParams, format_prompt=None, only: str 
 
 
 @torch.no_grad()
-def classify(model, tokenizer, texts: list[str]) -> list[dict]:
+def classify(model, tokenizer, texts: list[str], placement: Placement) -> list[dict]:
     """A classifier's label and class probabilities for each text (export's samples for classification)."""
     model.eval()
     out = []
     for t in texts:
-        enc = tokenizer(t, return_tensors="pt").to(model.device)
-        probs = model(**enc).logits.softmax(-1)[0].tolist()
+        enc = tokenizer(t, return_tensors="pt").to(placement.device)
+        with placement.autocast():
+            logits = model(**enc).logits
+        probs = logits.float().softmax(-1)[0].tolist()
         names = [model.config.id2label[i] for i in range(len(probs))]
         out.append({"prompt": t, "label": names[max(range(len(probs)), key=probs.__getitem__)],
                     "probabilities": {n: round(p, 6) for n, p in zip(names, probs)}})

@@ -18,6 +18,27 @@ PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
 
+# Hub ids from older guides and their maintained namespaced repos (the hub moved the un-namespaced
+# "canonical" repos into organisations in 2024; recipes/README.md has the evidence for each).
+HUB_MOVES = {
+    "gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large", "distilgpt2": "distilbert/distilgpt2",
+    "wikitext": "Salesforce/wikitext", "glue": "nyu-mll/glue", "emotion": "dair-ai/emotion",
+    "eli5_category": "rexarski/eli5_category", "imdb": "stanfordnlp/imdb",
+}
+
+
+def hub_id_problem(key: str, name: str) -> str | None:
+    """One line when a hub id has no namespace: huggingface_hub >= 1 (with datasets 5) rejects
+    single-segment ids ("Repository id must be 'namespace/name'", huggingface/datasets#8612)."""
+    if "/" in name.strip("/"):
+        return None
+    moved = HUB_MOVES.get(name)
+    hint = f"use {moved!r}" if moved else "use the repo's 'namespace/name' id as shown on its hub page"
+    return (f"{key}: hub id {name!r} has no namespace; huggingface_hub rejects single-segment ids "
+            f"('namespace/name' required), {hint}")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -47,6 +68,8 @@ class ModelParams(Strict):
     def _name_needed(self):
         if self.source in ("hub", "local") and not self.name:
             raise ValueError(f"model.name is required when model.source is {self.source!r}")
+        if self.source == "hub" and (problem := hub_id_problem("model.name", self.name)):
+            raise ValueError(problem)
         return self
 
 
@@ -74,6 +97,8 @@ class DataParams(Strict):
             raise ValueError("data.name is required when data.source is 'hub'")
         if self.since_year is not None and self.source != "sotu":
             raise ValueError(f"data.since_year applies to data.source 'sotu' only, not {self.source!r}")
+        if self.source == "hub" and (problem := hub_id_problem("data.name", self.name)):
+            raise ValueError(problem)
         if self.source == "files" and not self.train_file:
             raise ValueError("data.train_file is required when data.source is 'files'")
         if self.holdout_size >= 1 and self.holdout_size != int(self.holdout_size):
@@ -220,6 +245,8 @@ def _format(err: dict) -> str:
         return f"{key}: unknown key"
     if err["type"] == "missing":
         return f"{key}: missing"
+    if msg.startswith(f"{key}."):  # a section's own check already names the full key (model.name: ...)
+        return msg
     return f"{key}: {msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else f"{key}: {msg}"
 
 

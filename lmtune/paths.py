@@ -15,6 +15,7 @@ BASE = MODELS / "base"              # download: save_pretrained of model + token
 CHECKPOINTS = MODELS / "checkpoints"  # train: scratch for crash-resume (not a DVC output), removed after success
 FINAL = MODELS / "final"            # train: tuned model + tokenizer
 EXPORT = MODELS / "export"          # export: safetensors, tokenizer, card, samples
+BASE_SAMPLES = MODELS / "base_samples.json"  # base_samples: the base model's samples, made once per base
 
 METRICS = ROOT / "metrics"
 TRAIN_METRICS = METRICS / "train.json"

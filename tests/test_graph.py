@@ -14,7 +14,7 @@ import yaml
 
 from conftest import ROOT
 
-STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "export"]
+STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export"]
 
 
 def _module_level(tree):

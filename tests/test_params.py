@@ -67,3 +67,24 @@ def test_load_reports_missing_and_invalid_files(tmp_path):
     f.write_text("train: [unclosed")
     with pytest.raises(UserError, match="not valid YAML"):
         params.load(f)
+
+
+@pytest.mark.parametrize("section,name,moved", [
+    ("model", "gpt2", "openai-community/gpt2"), ("model", "distilgpt2", "distilbert/distilgpt2"),
+    ("data", "wikitext", "Salesforce/wikitext"), ("data", "glue", "nyu-mll/glue"), ("data", "my_corpus", None),
+])
+def test_hub_id_without_namespace_is_one_line_naming_the_key(section, name, moved):
+    msg = bad(lambda r: r[section].update(source="hub", name=name))
+    assert "\n" not in msg and "1 problem(s)" in msg
+    assert f"{section}.name: hub id {name!r} has no namespace" in msg and "namespace/name" in msg
+    assert f"{section}: {section}.name" not in msg  # the key is named once
+    assert (repr(moved) in msg) if moved else "hub page" in msg
+
+
+def test_namespaced_hub_ids_and_local_folders_pass():
+    raw = copy.deepcopy(BASE)
+    raw["model"].update(source="hub", name="openai-community/gpt2")
+    raw["data"].update(source="hub", name="Salesforce/wikitext")
+    params.validate(raw)
+    raw["model"].update(source="local", name="mymodel")  # a folder, not a hub id
+    params.validate(raw)

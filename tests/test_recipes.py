@@ -63,21 +63,35 @@ def test_recipe_set_matches_the_issue():
     assert recipe.known() == sorted(RECIPES)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     m = {n: recipe.merged(n, base=base) for n in RECIPES}
-    assert (m["eli5"].model.name, m["eli5"].data.name, m["eli5"].data.train_split) == ("distilgpt2", "eli5_category", "train[:5000]")
+    assert (m["eli5"].model.name, m["eli5"].data.name, m["eli5"].data.train_split) == ("distilbert/distilgpt2", "rexarski/eli5_category", "train[:5000]")
+    assert m["eli5"].data.revision == "refs/convert/parquet"  # the repo itself has only a loading script
     assert m["eli5"].flatten.text_fields == ["answers.text"] and m["eli5"].chunk.block_size == 128
     assert (m["eli5"].data.holdout, m["eli5"].data.holdout_size, m["eli5"].train.epochs) == ("random", 0.2, 3)
     assert (m["eli5"].train.learning_rate, m["eli5"].train.weight_decay) == (2e-5, 0.01)
     t = m["textfiles"]
     assert (t.chunk.mode, t.chunk.block_size, t.train.batch_size, t.train.gradient_accumulation_steps) == ("pad", 512, 4, 8)
     assert t.train.precision == "fp16" and t.train.gradient_checkpointing and t.train.early_stopping_patience > 0
-    assert (m["wikitext2"].data.name, m["wikitext2"].data.config, m["wikitext2"].model.name) == ("wikitext", "wikitext-2-raw-v1", "distilgpt2")
-    assert (m["wikitext103"].data.config, m["wikitext103"].model.name) == ("wikitext-103-raw-v1", "gpt2")
+    assert (m["wikitext2"].data.name, m["wikitext2"].data.config, m["wikitext2"].model.name) == ("Salesforce/wikitext", "wikitext-2-raw-v1", "distilbert/distilgpt2")
+    assert (m["wikitext103"].data.config, m["wikitext103"].model.name) == ("wikitext-103-raw-v1", "openai-community/gpt2")
     assert (m["dolly"].task, m["dolly"].data.name) == ("instruction", "databricks/databricks-dolly-15k")
     e = m["emotion"]
     assert (e.task, e.data.name, len(e.flatten.label_names), e.lora.enabled) == ("classification", "dair-ai/emotion", 6, False)
     r = m["rte"]
-    assert (r.data.name, r.data.config, r.flatten.text_pair_field, len(r.flatten.label_names)) == ("glue", "rte", "sentence2", 2)
+    assert (r.data.name, r.data.config, r.flatten.text_pair_field, len(r.flatten.label_names)) == ("nyu-mll/glue", "rte", "sentence2", 2)
     assert r.lora.enabled and r.lora.target_modules == ["c_attn"] and r.lora.modules_to_save == ["score"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_hub_ids_are_namespaced(name):
+    # huggingface_hub's own URI parser is what rejects `wikitext` under datasets 5 (huggingface/datasets#8612)
+    from huggingface_hub import parse_hf_uri
+
+    raw = recipe.load(name)
+    for section, kind in (("model", "models"), ("data", "datasets")):
+        sec = raw.get(section, {})
+        if sec.get("source") == "hub":
+            prefix = "" if kind == "models" else "datasets/"
+            assert parse_hf_uri(f"hf://{prefix}{sec['name']}").id == sec["name"], (name, section)
 
 
 def test_unknown_recipe_is_one_line_listing_known_ones():
@@ -92,7 +106,7 @@ def test_command_is_dvc_exp_run_named_with_every_override():
     assert cmd[:5] == ["dvc", "exp", "run", "-n", "eli5"] and cmd[-1] == "-f"
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
     assert "data.train_split='train[:5000]'" in sets and "flatten.text_fields=[answers.text]" in sets
-    assert "flatten.joiner=' '" in sets and "model.name=distilgpt2" in sets
+    assert "flatten.joiner=' '" in sets and "model.name=distilbert/distilgpt2" in sets
     assert "train.learning_rate=0.1" in sets and "train.learning_rate=2e-05" not in sets  # extras replace
 
 
@@ -140,6 +154,7 @@ def check_lm_run(repo, name, expect_steps=2):
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
     samples = json.loads((root / "models/export/samples.json").read_text())
     assert {s["strategy"] for s in samples} == {"greedy", "temperature", "top_k", "top_p"}
+    assert all(isinstance(s["base_text"], str) for s in samples)  # the base model's output beside each
     prompts = recipe.load(name).get("generate", {}).get("prompts")
     if prompts:  # the recipe's own prompts
         assert {s["prompt"] for s in samples} == set(prompts)
@@ -262,7 +277,12 @@ def check_classifier(repo, name):
     assert [cfg["id2label"][str(i)] for i in range(len(names))] == names and cfg["label2id"][names[-1]] == len(names) - 1
     assert cfg["pad_token_id"] == EOS
     samples = json.loads((root / "models/export/samples.json").read_text())
-    assert samples and all(s["label"] in names for s in samples)
+    assert samples and all(s["label"] in names and s["base_label"] in names for s in samples)
+    # against the base LM's config, training adds the head and its labels, nothing else
+    base = json.loads((root / "models/base/config.json").read_text())
+    changed = {k for k in base.keys() | cfg.keys() if base.get(k) != cfg.get(k)}
+    assert changed <= {"architectures", "id2label", "label2id", "problem_type"}, changed
+    assert cfg["use_cache"] is True and cfg["architectures"] == ["GPT2ForSequenceClassification"]
     return ev
 
 

@@ -28,6 +28,8 @@ class Task:
     # metrics/blocks*.csv, one row per validation example: columns that are the same for every model
     # (what is scored), and per-model columns (written as base_<name>, tuned_<name>).
     block_columns: tuple[tuple[str, ...], tuple[str, ...]]
+    pipeline_tag: str                 # the hub's pipeline tag (model card), also transformers' pipeline() task
+    sample_outputs: tuple[str, ...]   # the keys of a sample that come from the model (base_<key> beside them)
 
     # ---- flatten --------------------------------------------------------------------------------
 
@@ -138,6 +140,11 @@ class Task:
         """Markdown rows of metrics/eval.json for the model card."""
         raise NotImplementedError
 
+    def card_metrics(self, m: dict) -> list[dict]:
+        """One model's numbers for the card's model-index: dicts of `type` (the hub's metric id), `name`,
+        `value` and optional `args`, as huggingface_hub's EvalResult takes them."""
+        raise NotImplementedError
+
     # ---- samples (export, lmtune.generate) ------------------------------------------------------
 
     def card_facts(self, p) -> list[str]:
@@ -147,12 +154,28 @@ class Task:
     def prepare_export(self, model, tokenizer, gp) -> None:
         """Settings saved with the exported model (a language model's generation config)."""
 
-    def samples(self, model, tokenizer, gp, fp, strategy: str = "all", raw: bool = False) -> list[dict]:
-        """Samples for `gp.prompts`: generations per decoding strategy, or a classifier's predictions."""
+    def shipped_defaults(self, model) -> list[str]:
+        """Model card lines stating the inference defaults the export ships (e.g. its generation config)."""
+        return []
+
+    def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
+        """Samples for `gp.prompts` on `placement` (lmtune.device): generations per decoding strategy, or a
+        classifier's predictions."""
         raise NotImplementedError
 
-    def sample_line(self, s: dict) -> str:
-        """A sample as a markdown bullet (model card)."""
+    def pair_samples(self, base: list[dict], tuned: list[dict]) -> list[dict]:
+        """The tuned samples with the base model's output for the same prompt and settings beside each
+        (`base_<key>` for every key in `sample_outputs`)."""
+        def key(s):
+            return {k: v for k, v in s.items() if k not in self.sample_outputs}
+
+        if [key(b) for b in base] != [key(t) for t in tuned]:
+            raise UserError("base samples were made for other prompts or settings than the tuned ones "
+                            "(generate.*): run `dvc repro` so that both come from the same params")
+        return [{**t, **{f"base_{k}": b[k] for k in self.sample_outputs}} for b, t in zip(base, tuned)]
+
+    def samples_markdown(self, samples: list[dict]) -> list[str]:
+        """Paired samples (pair_samples) as markdown, base beside tuned (model card)."""
         raise NotImplementedError
 
     def show_sample(self, s: dict) -> str:
@@ -221,6 +244,12 @@ def _in_project(path: str) -> str:
 
     p = Path(path)
     return p.relative_to(paths.ROOT).as_posix() if p.is_absolute() and p.is_relative_to(paths.ROOT) else path
+
+
+def md_cell(text: str) -> str:
+    """Text as one markdown table cell: pipes and HTML escaped, line breaks kept as <br>."""
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
+    return text.replace("\r", "").replace("\n", "<br>") or " "
 
 
 def is_adapter(folder) -> bool:

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from lmtune import text
 from lmtune.errors import UserError
-from lmtune.tasks.base import Task, columns, examples_table, no_examples, pad_examples
+from lmtune.tasks.base import Task, columns, examples_table, md_cell, no_examples, pad_examples
 
 
 def label_id(value, names: list[str]) -> int:
@@ -39,6 +39,8 @@ class Classification(Task):
     primary_metric = ("accuracy", True)
     peft_task_type = "SEQ_CLS"
     block_columns = (("label",), ("pred",))
+    pipeline_tag = "text-classification"
+    sample_outputs = ("label", "probabilities")
 
     def source_fields(self, fp) -> list[str]:
         return [f for f in (fp.text_field, fp.text_pair_field, fp.label_field) if f]
@@ -129,19 +131,29 @@ class Classification(Task):
         return ["| model | accuracy | macro-F1 | examples |", "|---|---|---|---|",
                 *[f"| {k} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | {v['n_examples']} |" for k, v in ev.items()]]
 
+    def card_metrics(self, m: dict) -> list[dict]:
+        return [{"type": "accuracy", "name": "Accuracy", "value": round(m["accuracy"], 4)},
+                {"type": "f1", "name": "Macro F1", "value": round(m["macro_f1"], 4), "args": {"average": "macro"}}]
+
     # ---- samples --------------------------------------------------------------------------------
 
     def card_facts(self, p) -> list[str]:
         return [f"- Labels: {', '.join(p.flatten.label_names)}"]
 
-    def samples(self, model, tokenizer, gp, fp, strategy: str = "all", raw: bool = False) -> list[dict]:
+    def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
         """The predicted label and class probabilities of each `generate.prompts` text."""
         from lmtune import generation
 
-        return generation.classify(model, tokenizer, gp.prompts)
+        return generation.classify(model, tokenizer, gp.prompts, placement)
 
-    def sample_line(self, s: dict) -> str:
-        return f"- _{s['prompt']}_ -> **{s['label']}**"
+    def samples_markdown(self, samples: list[dict]) -> list[str]:
+        """One row per text: the base model's label (its untrained, seeded head) beside the tuned one."""
+        def shown(label, probs):
+            return f"**{label}** ({probs[label]:.3f})"
+
+        return ["| text | base | tuned |", "|---|---|---|",
+                *[f"| {md_cell(s['prompt'])} | {shown(s['base_label'], s['base_probabilities'])} | "
+                  f"{shown(s['label'], s['probabilities'])} |" for s in samples], ""]
 
     def show_sample(self, s: dict) -> str:
         return f"[{s['label']}] {s['prompt']}  {s['probabilities']}"

@@ -20,6 +20,7 @@ class Instruction(LanguageModelTask):
     name = "instruction"
     title = "instruction-tuned language model"
     flat_columns = ("prompt", "response")
+    scored = "response tokens"
 
     def source_fields(self, fp) -> list[str]:
         return [f for f in (fp.instruction_field, fp.context_field, fp.response_field) if f]

@@ -1,12 +1,15 @@
 """What the two language-model tasks (causal_lm, instruction) share: the causal-LM head, loss-based
 evaluation numbers, the generation config shipped with the export, and samples per decoding strategy."""
-from lmtune.tasks.base import Task
+from lmtune.tasks.base import Task, md_cell
 
 
 class LanguageModelTask(Task):
     primary_metric = ("perplexity", False)
     block_columns = (("n_tokens", "n_bytes"), ("nll",))
     peft_task_type = "CAUSAL_LM"
+    pipeline_tag = "text-generation"
+    sample_outputs = ("text",)
+    scored = "text tokens"  # which tokens the loss and the card's numbers cover
 
     def model_class(self):
         from transformers import AutoModelForCausalLM
@@ -38,6 +41,10 @@ class LanguageModelTask(Task):
                 *[f"| {k} | {v['loss']:.4f} | {v['perplexity']:.2f} | {v['accuracy']:.4f} | {v['n_tokens']} |"
                   for k, v in ev.items()]]
 
+    def card_metrics(self, m: dict) -> list[dict]:
+        return [{"type": "perplexity", "name": f"Perplexity ({self.scored})", "value": round(m["perplexity"], 4)},
+                {"type": "accuracy", "name": f"Next-token accuracy ({self.scored})", "value": round(m["accuracy"], 4)}]
+
     # ---- samples --------------------------------------------------------------------------------
 
     def prepare_export(self, model, tokenizer, gp) -> None:
@@ -50,14 +57,33 @@ class LanguageModelTask(Task):
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
 
-    def samples(self, model, tokenizer, gp, fp, strategy: str = "all", raw: bool = False) -> list[dict]:
+    def shipped_defaults(self, model) -> list[str]:
+        gc = model.generation_config
+        return [f"`generation_config.json` ships top-p sampling as the default: do_sample={gc.do_sample}, "
+                f"top_p={gc.top_p}, top_k={gc.top_k}, max_new_tokens={gc.max_new_tokens}. `pipeline()` and "
+                "`generate()` use these unless you pass your own (e.g. `do_sample=False` for greedy)."]
+
+    def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
         from lmtune import generation
 
         fmt = None if raw or self.prompt_for(fp, "") is None else (lambda prompt: self.prompt_for(fp, prompt))
-        return generation.samples(model, tokenizer, gp, format_prompt=fmt, only=strategy)
+        return generation.samples(model, tokenizer, gp, placement, format_prompt=fmt, only=strategy)
 
-    def sample_line(self, s: dict) -> str:
-        return f"- **{s['strategy']}** — _{s['prompt']}_ {s['text']!r}"
+    def samples_markdown(self, samples: list[dict]) -> list[str]:
+        """Per prompt, one row per decoding strategy: the base model's continuation beside the tuned one."""
+        out = []
+        for prompt in dict.fromkeys(s["prompt"] for s in samples):
+            rows = [s for s in samples if s["prompt"] == prompt]
+            shown = rows[0].get("input", prompt)
+            out += [f"Prompt: `{prompt}`" + (f" (sent as `{shown!r}`)" if shown != prompt else ""), "",
+                    "| strategy | settings | base | tuned |", "|---|---|---|---|",
+                    *[f"| {s['strategy']} | {md_cell(_settings(s['settings']))} | {md_cell(s['base_text'])} | "
+                      f"{md_cell(s['text'])} |" for s in rows], ""]
+        return out
 
     def show_sample(self, s: dict) -> str:
         return f"[{s['strategy']}] {s.get('input', s['prompt'])}{s['text']}\n"
+
+
+def _settings(kw: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kw.items())
