@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtune import paths, plots_template, stats
+from lmtune import paths, plots_template, stats, tasks
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_write_bytes, atomic_write_text
 
@@ -31,15 +31,10 @@ LN2 = math.log(2)
 WIDTH = 100
 
 
-def primary_metric(task: str) -> tuple[str, bool]:
-    """The eval.json key a task's runs are ranked by, and whether higher is better."""
-    if task == "classification":
-        return "accuracy", True
-    return "perplexity", False  # causal_lm, instruction
-
-
 LABELS = {"perplexity": "perplexity", "bits_per_byte": "bits/byte", "accuracy": "accuracy", "macro_f1": "macro-F1"}
-HIGHER_IS_BETTER = {"perplexity": False, "bits_per_byte": False, "accuracy": True, "macro_f1": True}
+# The second number beside the ranking metric: next-token accuracy beside perplexity, macro-F1 beside a
+# classifier's accuracy.
+EXTRA = {"perplexity": "accuracy", "bits_per_byte": "accuracy", "accuracy": "macro_f1"}
 
 
 def rel(path: Path) -> str:
@@ -186,8 +181,9 @@ def ratio(run: Run, key: str) -> stats.Ratio | None:
     return None
 
 
-def unit_keys(task: str) -> tuple[str, ...]:
-    return ("label",) if task == "classification" else ("n_tokens", "n_bytes")
+def unit_keys(blocks: dict) -> tuple[str, ...]:
+    """The columns that identify the scored units: a classifier's labels, an LM block's token and byte counts."""
+    return ("label",) if "label" in blocks else ("n_tokens", "n_bytes")
 
 
 def same_tokens(runs: list[Run]) -> bool | None:
@@ -244,14 +240,16 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
             n_boot: int = stats.N_BOOT) -> Report:
     if not runs:
         raise UserError("compare: no run has metrics/eval.json yet (run `dvc repro` or `dvc exp run` first)")
+    by_task: dict[str, list[Run]] = {}
+    for r in runs:
+        by_task.setdefault(r.task, []).append(r)
     task = runs[0].task
+    runs = by_task.pop(task)  # one task's runs: their metrics compare
     notes = [f"left out: {s}" for s in skipped]
-    others = [r for r in runs if r.task != task]
-    notes += [f"left out: {r.name}: task {r.task}, not {task}" for r in others]
-    runs = [r for r in runs if r.task == task]
-    key, hib = primary_metric(task)
+    notes += [f"left out: {r.name}: task {other}, not {task}" for other, rs in by_task.items() for r in rs]
+    key, hib = tasks.get(task).primary_metric
     header = []
-    if task != "classification":
+    if key == "perplexity":  # per token: only comparable between runs that scored the same tokens
         same = same_tokens(runs)
         has_bpb = all("bits_per_byte" in r.eval["tuned"] for r in runs)
         if same is False and has_bpb:
@@ -263,7 +261,7 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
                           "their perplexities are not comparable")
     configs = {r.name: r.params for r in runs}
     groups = [[next(r for r in runs if r.name == n) for n in g] for g in stats.seed_groups(configs)]
-    extra_key = "macro_f1" if task == "classification" else "accuracy"
+    extra_key = EXTRA[key]
 
     rows = []
     for members in groups:
@@ -291,18 +289,19 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
             _, row.low, row.high = stats.interval(ratios[id(row)], n_boot=n_boot, seed=seed)
     best = rows[0]
     best.verdict = "best"
-    keys = unit_keys(task)
     for row in rows[1:]:
         a, b = ratios[id(row)], ratios[id(best)]
         if a is None or b is None:
             continue
         members = row.runs + best.runs
+        keys = unit_keys(members[0].blocks)
         paired = all(stats.same_units(members[0].blocks, m.blocks, keys) for m in members)
         row.vs_best = stats.compare(a, b, hib, paired, n_boot=n_boot, seed=seed)
         row.verdict = row.vs_best.verdict
 
-    units = "examples" if task == "classification" else "validation blocks"
-    n_units = sorted({len(next(iter(r.blocks.values()))) for r in runs if r.blocks})
+    with_blocks = [r.blocks for r in runs if r.blocks]
+    units = "examples" if with_blocks and "label" in with_blocks[0] else "validation blocks"
+    n_units = sorted({len(next(iter(b.values()))) for b in with_blocks})
     if n_units:
         notes.append(f"[95% CI]: percentile bootstrap over each run's {'/'.join(map(str, n_units))} {units} "
                      f"({n_boot} resamples, seed {seed}; the same inputs always give the same numbers)")
@@ -360,9 +359,9 @@ def short_names(keys: list[str]) -> dict[str, str]:
 def table(report: Report) -> tuple[list[str], list[list[str]], list[str]]:
     """(headers, cells per row, alignments); the first column marks the best."""
     key = report.key
-    task_lm = report.task != "classification"
+    extra = {"accuracy": "acc"}.get(EXTRA[key], LABELS[EXTRA[key]])
     heads = ["", "run"] + list(short_names(report.params).values()) + [
-        f"{LABELS[key]} [95% CI]", "vs base", "acc" if task_lm else "macro-F1", "train s", "tok/s", "verdict"]
+        f"{LABELS[key]} [95% CI]", "vs base", extra, "train s", "tok/s", "verdict"]
     align = ["<", "<"] + ["<"] * len(report.params) + [">", ">", ">", ">", ">", "<"]
     cells = []
     for row in report.rows:
@@ -504,7 +503,7 @@ def plot_specs(report: Report) -> dict[str, dict]:
         if found and plots[found[0]]:
             out[name.replace("/", "_")] = relabel(plots[found[0]][0]["content"], labels, title)
     conf = plots.get(rel(paths.CONFUSION)) or []
-    if conf and report.task == "classification":
+    if conf:  # DVC gives no plot for the header-only file of the language-model tasks
         out["confusion"] = relabel(conf[0]["content"], labels, "confusion matrix (tuned model)")
     return out
 
@@ -649,10 +648,10 @@ def write_reports(report: Report, specs: dict[str, dict], text: str, out: Path) 
     import vl_convert as vlc
 
     out.mkdir(parents=True, exist_ok=True)
-    written, version = [], plots_template.vl_version()
+    written = []
     for name, spec in specs.items():
-        atomic_write_text(out / f"{name}.svg", vlc.vegalite_to_svg(spec, vl_version=version))
-        atomic_write_bytes(out / f"{name}.png", vlc.vegalite_to_png(spec, vl_version=version, scale=2))
+        atomic_write_text(out / f"{name}.svg", vlc.vegalite_to_svg(spec))
+        atomic_write_bytes(out / f"{name}.png", vlc.vegalite_to_png(spec, scale=2))
         written += [out / f"{name}.svg", out / f"{name}.png"]
     atomic_write_text(out / "compare.html", page(report, specs))
     atomic_write_text(out / "compare.txt", text)

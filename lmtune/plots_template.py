@@ -56,25 +56,22 @@ table {{ border-spacing: 15px; }}
 """
 
 
-def vl_version() -> str:
-    """The newest vega-lite 5.x in vl-convert: DVC's templates are vega-lite v5 specs (a v6 bundle warns)."""
-    import vl_convert as vlc
-
-    fives = [v for v in vlc.get_vegalite_versions() if v.startswith("5.")]
-    return max(fives, key=lambda v: tuple(int(x) for x in v.split(".")))
-
-
 def bundle() -> str:
-    """vega, vega-lite and vega-embed as one script that sets window.vegaEmbed, .vega and .vegaLite."""
+    """vega, vega-lite and vega-embed as one script that sets window.vegaEmbed, .vega and .vegaLite.
+
+    The newest vega-lite (6.x), matching the bundled vega 6 runtime; it compiles DVC's vega-lite v5
+    templates (vega-embed notes the $schema version in the console, a warning).
+    """
     import vl_convert as vlc
 
-    return script_safe(vlc.javascript_bundle(vl_version=vl_version()))
+    return script_safe(vlc.javascript_bundle())
 
 
 def vega_notice() -> str:
     import vl_convert as vlc
 
-    return VEGA_NOTICE.format(vega=vlc.get_vega_version(), vegalite=vl_version(), embed=vlc.get_vega_embed_version())
+    return VEGA_NOTICE.format(vega=vlc.get_vega_version(), vegalite=vlc.get_vegalite_versions()[-1],
+                              embed=vlc.get_vega_embed_version())
 
 
 def script_safe(js: str) -> str:

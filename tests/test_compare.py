@@ -228,12 +228,6 @@ def test_blocks_csv_parses_to_columns():
     assert compare.ratio(run, "bits_per_byte").value() == pytest.approx(410.25 / math.log(2) / 510)
 
 
-def test_primary_metric():
-    assert compare.primary_metric("causal_lm") == ("perplexity", False)
-    assert compare.primary_metric("instruction") == ("perplexity", False)
-    assert compare.primary_metric("classification") == ("accuracy", True)
-
-
 # ---- helpers shared with the end-to-end test ----------------------------------------------------
 
 def assert_png(path):
