@@ -281,6 +281,11 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
                         tokens_per_s=_mean([m.timing.get("tokens_per_second") for m in members])))
     rows.sort(key=lambda r: (-r.value if hib else r.value, r.name))
 
+    for r in runs:  # the per-block file must be the one eval.json was computed from
+        part = ratio(r, key)
+        if part is not None and not math.isclose(part.value(), r.eval["tuned"][key], rel_tol=1e-6):
+            notes.append(f"warning: {r.name}: {rel(paths.BLOCKS)} gives {LABELS[key]} {part.value():.6g}, "
+                         f"{rel(paths.EVAL_METRICS)} {r.eval['tuned'][key]:.6g}: not from the same evaluation")
     ratios = {}
     for row in rows:
         parts = [ratio(m, key) for m in row.runs]

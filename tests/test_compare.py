@@ -255,3 +255,11 @@ def external_references(page: str) -> list[str]:
     for style in re.findall(r"<style[^>]*>(.*?)</style>", page, re.S):
         found += re.findall(r"(?:url\(|@import)\s*['\"]?(?!data:)[^'\")]*", style)
     return found
+
+
+def test_blocks_that_do_not_match_eval_json_are_flagged():
+    runs = sweep()
+    runs[0].blocks["tuned_nll"] = runs[0].blocks["tuned_nll"] * 1.01
+    text = compare.render_text(compare.analyse(runs))
+    assert "warning: exp-low: metrics/blocks.csv gives perplexity" in text
+    assert "warning" not in compare.render_text(compare.analyse(sweep()))
