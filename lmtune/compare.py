@@ -558,6 +558,7 @@ def sweep_spec(report: Report) -> dict | None:
         values = [{"x": v if numeric else fmt_param(v), "run": row.name, "value": row.value, "low": row.low,
                    "high": row.high} for v, row in zip(vals, report.rows)]
         scale = {"type": "log"} if numeric and min(vals) > 0 and max(vals) / min(vals) >= 10 else {"zero": False}
+        scale["padding"] = 16  # pixels: the end points and their intervals clear the axes
         x = {"field": "x", "type": "quantitative" if numeric else "nominal", "title": p,
              **({"scale": scale} if numeric else {})}
         y = {"field": "value", "type": "quantitative", "title": label, "scale": {"zero": False}}

@@ -184,7 +184,7 @@ def test_sweep_chart_only_for_three_or_more_runs():
     assert compare.sweep_spec(report) is None
     panel = compare.sweep_spec(compare.analyse(sweep()))["hconcat"][0]
     assert {layer["mark"]["type"] for layer in panel["layer"]} == {"line", "rule", "point"}
-    assert panel["layer"][0]["encoding"]["x"]["scale"] == {"type": "log"}  # 1e-5 .. 1e-3
+    assert panel["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"  # 1e-5 .. 1e-3
     assert sorted(v["x"] for v in panel["data"]["values"]) == [1e-5, 1e-4, 1e-3]
 
 
