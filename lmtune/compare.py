@@ -181,9 +181,6 @@ def ratio(run: Run, key: str) -> stats.Ratio | None:
     return None
 
 
-def unit_keys(blocks: dict) -> tuple[str, ...]:
-    """The columns that identify the scored units: a classifier's labels, an LM block's token and byte counts."""
-    return ("label",) if "label" in blocks else ("n_tokens", "n_bytes")
 
 
 def same_tokens(runs: list[Run]) -> bool | None:
@@ -299,7 +296,9 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
         if a is None or b is None:
             continue
         members = row.runs + best.runs
-        keys = unit_keys(members[0].blocks)
+        # The task's shared block columns (an LM block's token and byte counts, a classifier's labels)
+        # say whether two runs scored the same units.
+        keys = tasks.get(task).block_columns[0]
         paired = all(stats.same_units(members[0].blocks, m.blocks, keys) for m in members)
         row.vs_best = stats.compare(a, b, hib, paired, n_boot=n_boot, seed=seed)
         row.verdict = row.vs_best.verdict
