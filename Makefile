@@ -4,6 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROMPT  ?= The state of the Union is
+# dvc plots show/diff use this page (.dvc/config: plots.html_template): vega inlined, renders offline.
+PLOTS_HTML := .dvc/offline_plots.html
+# make sweep: one queued experiment per value, then the queue runs JOBS at a time.
+PARAM   ?= train.learning_rate
+VALUES  ?= 5e-5,3e-4
+JOBS    ?= 1
 # Keep every run offline: nothing may reach the Hugging Face hub at run time in the default pipeline.
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -13,9 +19,9 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench generate recipe publish clean
+.PHONY: install repro test test-fast bench generate recipe publish compare sweep clean
 
-install: $(STAMP)
+install: $(STAMP) $(PLOTS_HTML)
 
 $(STAMP): requirements.txt requirements-assets.txt
 	$(PY) -m venv $(VENV)
@@ -23,6 +29,9 @@ $(STAMP): requirements.txt requirements-assets.txt
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
 	touch $(STAMP)
+
+$(PLOTS_HTML): $(STAMP) lmtune/plots_template.py
+	$(BIN)/python -m lmtune.plots_template $@
 
 repro: install
 	$(BIN)/dvc repro
@@ -51,6 +60,17 @@ recipe: install
 publish: install
 	@test -n "$(REPO)" || { echo "usage: make publish REPO=user/name [ARGS=\"--private --revision BRANCH --dry-run\"]"; exit 2; }
 	HF_HUB_OFFLINE=0 $(BIN)/python -m lmtune.publish $(REPO) $(ARGS)
+
+# Table of runs (default: workspace, HEAD and HEAD's experiments) + reports/compare.html, PNG, SVG.
+# make compare [EXPS="exp-a exp-b"]
+compare: install
+	$(BIN)/python -m lmtune.compare $(EXPS)
+
+# make sweep [PARAM=train.learning_rate] [VALUES=5e-5,3e-4] [JOBS=1], then make compare.
+# `dvc exp run --run-all` starts the same queue workers as `dvc queue start -j N`, and waits for them.
+sweep: install
+	$(BIN)/dvc exp run --queue -S '$(PARAM)=$(VALUES)'
+	$(BIN)/dvc exp run --run-all -j $(JOBS)
 
 clean:
 	rm -rf $(VENV)

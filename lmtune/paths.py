@@ -26,3 +26,6 @@ EVAL_METRICS = METRICS / "eval.json"        # evaluate: base and tuned side by s
 BLOCKS = METRICS / "blocks.csv"             # evaluate: per validation block, base and tuned columns
 CONFUSION = METRICS / "confusion.csv"  # evaluate: tuned classifier's confusion matrix (DVC plot)
 TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)
+
+REPORTS = ROOT / "reports"          # lmtune.compare: table, self-contained HTML, PNG/SVG charts (git-ignored)
+PLOTS_TEMPLATE = ROOT / ".dvc" / "offline_plots.html"  # dvc plots' page with vega inlined (.dvc/config, make install)

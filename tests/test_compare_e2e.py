@@ -1,0 +1,164 @@
+"""compare on the tiny pipeline: `make sweep` queues two learning rates and runs the queue, `make compare`
+reads every run back; the report and the plain `dvc plots diff` page render in headless Chromium with
+the network blocked."""
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import browser
+from conftest import VENV_BIN, make_repo
+from test_compare import assert_png, external_references
+
+pytestmark = pytest.mark.slow
+
+LRS = ("3e-3", "1e-4")   # around the tiny run's 1e-3
+FILES = ("compare.html", "compare.txt", "compare.json")
+CHARTS = ("loss", "eval_loss", "perplexity", "sweep")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    # eval_steps: the runs also log eval loss curves, which the report overlays too.
+    repo = make_repo(tmp_path_factory.mktemp("compare") / "repo", {"train": {"eval_steps": 4}})
+    repo.run(sys.executable, "-m", "lmtune.plots_template")  # what `make install` does
+    repo.dvc("repro")
+    repo.commit("tiny run")
+
+    def make(*args):  # the Makefile's own targets, with this venv (`-o install`: nothing to install)
+        return repo.run("make", "-o", "install", f"BIN={VENV_BIN}", *args)
+
+    make("sweep", f"VALUES={','.join(LRS)}")
+    out = make("compare").stdout
+    first = {f: (repo.path / "reports" / f).read_bytes() for f in FILES}
+    return repo, out, first
+
+
+def runs_of(repo) -> dict[str, dict]:
+    """Every run DVC knows (HEAD and its experiments): name -> rev, learning rate, eval.json at that rev."""
+    rows = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    head = next(r for r in rows if r["rev"] != "workspace")
+    found = {head["name"] or head["rev"][:7]: head["rev"]}
+    found.update({e["name"]: e["revs"][0]["rev"] for e in head["experiments"] or []})
+    out = {}
+    for name, rev in found.items():
+        params = json.loads(repo.dvc("params", "diff", "--json", "--all", rev, rev).stdout or "{}")
+        ev = json.loads(repo.run("git", "show", f"{rev}:metrics/eval.json").stdout)
+        lr = repo.run("git", "show", f"{rev}:params.yaml").stdout
+        out[name] = {"rev": rev, "eval": ev, "lr": float(re.search(r"learning_rate: (\S+)", lr).group(1)), "params": params}
+    return out
+
+
+def table_lines(out: str, names) -> dict[str, str]:
+    return {n: next(line for line in out.splitlines() if re.match(rf"^[* ]\s+{re.escape(n)}\s", line)) for n in names}
+
+
+def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
+    from lmtune import compare
+
+    repo, out, first = swept
+    runs = runs_of(repo)
+    assert len(runs) == 3 and sorted(r["lr"] for r in runs.values()) == sorted([1e-3, *map(float, LRS)])
+    text = first["compare.txt"].decode()
+    assert text in out and max(map(len, text.splitlines())) <= 100, text
+    header = text.splitlines()[2]
+    assert "learning_rate" in header and "perplexity [95% CI]" in header
+    assert "batch_size" not in header  # only the params that differ
+    lines = table_lines(out, runs)
+    for name, run in runs.items():
+        line = lines[name]
+        tuned, base = run["eval"]["tuned"], run["eval"]["base"]
+        assert compare.fmt_metric(tuned["perplexity"], "perplexity") in line, (name, line)
+        assert compare.fmt_param(run["lr"]) in line
+        assert f"{(tuned['perplexity'] / base['perplexity'] - 1) * 100:+.1f}%" in line
+        assert f"{tuned['accuracy']:.3f}" in line
+        assert re.search(r"\[[\d.]+, [\d.]+\]", line), line  # its 95% interval, from metrics/blocks.csv
+    best = min(runs, key=lambda n: runs[n]["eval"]["tuned"]["perplexity"])
+    assert lines[best].startswith("*") and lines[best].rstrip().endswith("best")
+    for name in set(runs) - {best}:
+        assert not lines[name].startswith("*")
+        assert lines[name].rstrip().endswith(("worse", "within noise", "better")), lines[name]
+    assert "eval sample (paired blocks)" in out  # which noise the verdicts cover
+    assert "left out: workspace: same params and metrics as" in out
+
+
+def test_report_json_holds_the_numbers_of_each_eval_json(swept):
+    repo, _, first = swept
+    runs = runs_of(repo)
+    report = json.loads(first["compare.json"])
+    assert report["ranked_by"] == "perplexity" and report["changed_params"] == ["train.learning_rate"]
+    got = {row["name"]: row for row in report["rows"]}
+    assert set(got) == set(runs)
+    for name, run in runs.items():
+        assert got[name]["value"] == run["eval"]["tuned"]["perplexity"]
+        assert got[name]["runs"][0]["rev"] == run["rev"]
+        assert got[name]["low"] < got[name]["value"] < got[name]["high"]
+    values = [row["value"] for row in report["rows"]]
+    assert values == sorted(values) and report["rows"][0]["verdict"] == "best"
+
+
+def test_report_files_are_offline_and_decode(swept):
+    repo, _, first = swept
+    reports = repo.path / "reports"
+    html = first["compare.html"].decode()
+    assert external_references(html) == []
+    assert "<table>" in html and html.count('class="chart"') == len(CHARTS)
+    for name in CHARTS:
+        assert_png(reports / f"{name}.png")
+        assert ET.parse(reports / f"{name}.svg").getroot().tag.endswith("svg")
+    assert "reports/" in (repo.path / ".gitignore").read_text()
+    assert repo.run("git", "status", "--porcelain", "reports").stdout == ""  # git-ignored
+
+
+def test_same_runs_same_report_bytes(swept):
+    repo, _, first = swept
+    repo.run(sys.executable, "-m", "lmtune.compare")
+    for f in FILES:
+        assert (repo.path / "reports" / f).read_bytes() == first[f], f
+
+
+def test_compare_html_renders_offline_in_chromium(swept, tmp_path):
+    repo, _, _ = swept
+    page = repo.path / "reports/compare.html"
+    pixels, messages = browser.screenshot(page, tmp_path)
+    assert browser.page_errors(messages) == [], messages
+    non_white, coloured = browser.shares(pixels)
+    # Measured: ~9% non-white, ~2.5% coloured (curves, bars, sweep points); the table alone is ~1% / 0%.
+    assert non_white > 0.03 and coloured > 0.008, (non_white, coloured)
+    dom, _ = browser.dom(page, tmp_path)
+    for name in CHARTS:  # every chart div holds an SVG that vega drew marks into
+        div = re.search(rf'<div id="chart-{name}"[^>]*>(.*?)</svg>', dom, re.S)
+        assert div and len(re.findall(r'class="mark-', div.group(1))) >= 2, name
+
+
+def test_dvc_plots_diff_page_renders_offline_in_chromium(swept, tmp_path):
+    repo, _, _ = swept
+    runs = runs_of(repo)
+    repo.dvc("plots", "diff", *(r["rev"] for r in runs.values()), "-o", str(tmp_path / "plots"))
+    page = tmp_path / "plots/index.html"
+    html = page.read_text()
+    assert external_references(html) == [] and "cdn." not in html
+    pixels, messages = browser.screenshot(page, tmp_path, size=(1280, 1200))
+    assert browser.page_errors(messages) == [], messages
+    non_white, coloured = browser.shares(pixels)
+    # Measured: ~12% non-white, ~1.5% coloured (each curve plot: one line per run).
+    assert non_white > 0.03 and coloured > 0.005, (non_white, coloured)
+    dom, _ = browser.dom(page, tmp_path)
+    assert dom.count("<canvas") >= 5  # epoch, grad_norm, learning_rate, loss, eval/loss
+
+
+def test_dvc_default_page_is_blank_offline(tmp_path):
+    """The checks above can fail: DVC's own page (vega from a CDN) draws nothing with the network blocked."""
+    from dvc_render.html import HTML
+    from dvc_render.vega import VegaRenderer
+
+    points = [{"step": s, "loss": 3 - s / 10} for s in range(10)]
+    renderer = VegaRenderer(points, "loss.tsv", x="step", y="loss")
+    page = tmp_path / "dvc_default.html"
+    div = renderer.DIV.format(id="plot", partial=renderer.partial_html())
+    page.write_text(HTML().with_scripts(renderer.SCRIPTS).with_element(div).embed())
+    pixels, messages = browser.screenshot(page, tmp_path, size=(800, 600))
+    assert browser.shares(pixels)[1] == 0.0
+    assert any("vegaEmbed is not defined" in m for m in browser.page_errors(messages)), messages
