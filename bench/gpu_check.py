@@ -516,7 +516,11 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
                     [sys.executable, "-m", "bench.gpu_probe", f"stages.{stage}"], cwd=repo, text=True,
                     capture_output=True, timeout=timeout,
                     env=_env({"LMTUNE_GPU_PROBE": str(probe_file), "HF_HOME": str(tmp / "hf")}, pythonpath=repo))
-                r["rc"], r["tail"] = proc.returncode, _tail(proc.stdout + "\n" + proc.stderr, 2 if proc.returncode == 0 else 8)
+                said = [ln for ln in proc.stdout.splitlines() if ln.startswith(("evaluate", f"{stage}:"))]
+                r["rc"] = proc.returncode
+                # A stage's own summary lines when it succeeded; the end of its traceback when not.
+                r["tail"] = _tail("\n".join(said) if proc.returncode == 0 and said else proc.stdout + "\n" + proc.stderr,
+                                  3 if proc.returncode == 0 else 8)
             except subprocess.TimeoutExpired:
                 r["rc"], r["tail"] = "timeout", f"killed after {timeout} s"
             r["seconds"] = time.perf_counter() - start
