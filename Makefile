@@ -19,7 +19,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench generate recipe publish compare sweep clean
+.PHONY: install repro test test-fast bench gpu-check generate recipe publish compare sweep clean
 
 install: $(STAMP) $(PLOTS_HTML)
 
@@ -45,6 +45,11 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# One CUDA GPU: the model stages on it (bf16 vs fp32 perplexity), training and evaluation speed (≤ 6 min on
+# an H100); writes bench/GPU_RESULTS.md. Without CUDA: one line, exit 2. bench/README.md: machines without pip.
+gpu-check: install
+	$(BIN)/python -m bench.gpu_check $(ARGS)
 
 generate: install
 	$(BIN)/python -m lmtune.generate --prompt "$(PROMPT)"

@@ -18,7 +18,7 @@ class Placement:
     dtype: torch.dtype | None   # autocast dtype for forward passes; None = full float32
 
     def autocast(self):
-        """A context for forward passes: autocast on CUDA in `dtype`, nothing elsewhere."""
+        """A context for forward passes: autocast in `dtype` (CUDA; CPU with an explicit bf16), else nothing."""
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=self.dtype)
@@ -28,6 +28,8 @@ def select(precision: str, cuda: bool, bf16_supported: bool, mps: bool) -> Place
     """The pure choice (tested without a GPU).
 
     precision is `train.precision`: auto = bf16 on GPUs with bf16, fp16 on other CUDA GPUs, fp32 elsewhere.
+    An explicit bf16 on CPU autocasts to bf16, as training does then (lmtune.training.precision_flags
+    asks the Trainer for CPU bf16 autocast), so evaluation runs in the precision the model was trained in.
     MPS runs float32 (its autocast support varies by torch version; correctness first).
     """
     if cuda:
@@ -38,7 +40,9 @@ def select(precision: str, cuda: bool, bf16_supported: bool, mps: bool) -> Place
         return Placement("cuda", {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision))
     if precision == "fp16":
         raise UserError("train.precision: fp16 needs a CUDA GPU (use auto or fp32 without one)")
-    return Placement("mps" if mps else "cpu", None)
+    if mps:
+        return Placement("mps", None)
+    return Placement("cpu", torch.bfloat16 if precision == "bf16" else None)
 
 
 def current(precision: str = "auto") -> Placement:

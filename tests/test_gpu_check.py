@@ -1,0 +1,97 @@
+"""`make gpu-check` on a machine without CUDA: one line, exit code 2, nothing written; and the probe the
+check relies on to tell where a stage's layers ran (run here on CPU under bf16 autocast and without)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bench import gpu_check
+from tests.conftest import ROOT, VENV_BIN
+
+# No CUDA whatever the machine has, and the CPU debug switch off.
+NO_CUDA = {k: v for k, v in os.environ.items() if k != "LMTUNE_GPU_CHECK_ON_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def _refusal(proc, out):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("gpu-check: no CUDA GPU here"), proc.stderr
+    assert "nothing was run" in lines[0]
+    assert not out.exists()
+
+
+def test_without_cuda_it_refuses_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "GPU_RESULTS.md"
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--out", str(out)], cwd=ROOT, env=NO_CUDA,
+                          text=True, capture_output=True, timeout=120)
+    _refusal(proc, out)
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_make_gpu_check_runs_the_script(tmp_path):
+    # -o install: the venv is already there (make test built it); only the target's own recipe runs.
+    out = tmp_path / "GPU_RESULTS.md"
+    env = NO_CUDA | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["make", "-s", "-o", "install", "gpu-check", f"BIN={VENV_BIN}", f"ARGS=--out {out}"], cwd=ROOT, env=env,
+                          text=True, capture_output=True, timeout=120)
+    assert proc.returncode != 0
+    assert "gpu-check: no CUDA GPU here" in proc.stderr
+    assert not out.exists()
+
+
+PROBED = textwrap.dedent("""
+    import sys
+    import torch
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids)
+    model(ids)
+    sys.exit(int(sys.argv[1]))
+""")
+
+
+@pytest.mark.parametrize("exit_code", [0, 2])
+def test_probe_records_device_weights_and_autocast_of_every_layer(tmp_path, exit_code):
+    """bench/gpu_probe.py runs a module as `python -m` would, and writes its record even when the module
+    exits non-zero (a stage's UserError)."""
+    (tmp_path / "probed_mod.py").write_text(PROBED)
+    record = tmp_path / "probe.json"
+    env = os.environ | {"LMTUNE_GPU_PROBE": str(record),
+                        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_probe", "probed_mod", str(exit_code)], cwd=tmp_path,
+                          env=env, text=True, capture_output=True, timeout=120)
+    assert proc.returncode == exit_code, proc.stderr
+    probe = json.loads(record.read_text())
+    # Embedding + Linear once under bf16 autocast and once without; the Sequential owns no weights.
+    assert sorted(map(tuple, probe["forwards"]), key=str) == sorted(
+        [("cpu", "float32", "bfloat16", 2), ("cpu", "float32", None, 2)], key=str)
+    assert gpu_check._ran_on(probe, "cpu", None, check_cast=False)
+    assert not gpu_check._ran_on(probe, "cpu", "bfloat16")  # one call ran outside autocast
+    assert not gpu_check._ran_on(probe, "cuda", None, check_cast=False)
+
+
+def test_no_forward_seen_is_not_a_pass():
+    assert not gpu_check._ran_on({"forwards": []}, "cpu", None)
+    assert not gpu_check._ran_on(None, "cpu", None)
+
+
+def test_flops_per_token_counts_gpt2_124m_as_stated():
+    """The formula's parameter count is the model's: GPT-2 124M built from config on the meta device."""
+    import torch
+    import transformers
+
+    s = gpu_check.GPU
+    cfg = transformers.GPT2Config(vocab_size=s.vocab, n_positions=s.positions, n_embd=s.embd, n_layer=s.layers,
+                                  n_head=s.heads)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    n = sum(p.numel() for p in model.parameters())  # tied lm_head counted once
+    wpe = model.transformer.wpe.weight.numel()
+    assert (s.layers, s.embd, s.heads, s.vocab, s.positions, s.batch, s.seq) == (12, 768, 12, 50257, 1024, 8, 1024)
+    assert n - wpe == 123_653_376  # bench/gpu_check.py's docstring arithmetic
+    assert gpu_check.flops_per_token(n, wpe, s.layers, s.embd, s.seq) == 6 * 123_653_376 + 12 * 12 * 768 * 1024
