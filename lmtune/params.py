@@ -189,6 +189,10 @@ class TrainParams(Strict):
     logging_steps: PosInt
     dataloader_workers: NonNegInt
     torch_compile: bool
+    # > 1, or an accelerate config file: the stage re-starts itself under `accelerate launch` (lmtune/launch.py).
+    # The world size (all processes on all machines); batch_size is per process.
+    num_processes: PosInt
+    accelerate_config: Optional[str]  # a path from the repo root, e.g. accelerate/multi-gpu.yaml
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -1,21 +1,25 @@
 """train: fine-tune the base model on the training blocks; resumable checkpoints (scratch), dvclive curves.
 
-Works unchanged under `accelerate launch` (only the main process writes outputs).
+train.num_processes > 1 re-starts the stage under `accelerate launch` (lmtune/launch.py); only the
+main process writes outputs.
 """
 import shutil
 
 import datasets
 from transformers import AutoTokenizer
 
-from lmtune import allocator, params, paths, tasks, training
+from lmtune import allocator, launch, params, paths, tasks, training
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, replace_dir, sweep_temps
 
 
 @cli
 def main() -> None:
-    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     p = params.load()
+    # train.num_processes > 1 (or an accelerate config): start this stage again under `accelerate launch`
+    # and exit with its status; in the launched processes (and for one process) this returns at once.
+    launch.relaunch(p.train.num_processes, p.train.accelerate_config, paths.ROOT)
+    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     # The task's model class (classification: a seeded new head); LoRA adapters when lora.enabled.

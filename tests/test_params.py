@@ -36,6 +36,7 @@ def test_wrong_type_is_named():
 
 @pytest.mark.parametrize("key,value", [
     ("learning_rate", -1e-4), ("batch_size", 0), ("warmup_ratio", 1.5), ("max_steps", 0), ("weight_decay", -0.1),
+    ("num_processes", 0), ("num_processes", 1.5), ("accelerate_config", ["a.yaml"]),
 ])
 def test_out_of_range_train_values(key, value):
     assert f"train.{key}" in bad(lambda r: r["train"].update({key: value}))

@@ -1,0 +1,88 @@
+"""lmtune/launch.py: the `accelerate launch` command the train stage re-starts itself with.
+
+The commands are checked with accelerate's own parser and validation (what `accelerate launch` would
+do with them), without starting any process; tests/test_distributed.py runs one through `dvc repro`.
+"""
+import os
+
+import pytest
+from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+from lmtune import launch
+from lmtune.errors import UserError
+
+MULTI_NODE = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_GPU
+num_machines: 2
+num_processes: 16
+machine_rank: 0
+main_process_ip: 10.0.0.1
+main_process_port: 29500
+rdzv_backend: static
+same_network: true
+mixed_precision: bf16
+"""
+
+
+def accelerate_view(args):
+    """The launch settings accelerate derives from `accelerate launch ARGS`."""
+    return _validate_launch_command(launch_command_parser().parse_args(args))[0]
+
+
+def test_one_process_without_a_config_trains_in_this_process():
+    assert launch.launch_args(1, None, {}) is None
+
+
+def test_two_processes_on_this_machine():
+    args = launch.launch_args(2, None, {})
+    assert args[-2:] == ["-m", "stages.train"]
+    seen = accelerate_view(args)
+    # DDP mode (gloo on CPUs), one machine, a free port, and params' precision/compile settings kept.
+    assert (seen.num_processes, seen.multi_gpu, seen.num_machines) == (2, True, 1)
+    assert (seen.main_process_port, seen.mixed_precision, seen.dynamo_backend) == (0, "no", "no")
+    assert seen.module and seen.training_script == "stages.train"
+
+
+def test_config_file_with_machine_rank_and_address_from_the_environment(tmp_path):
+    cfg = tmp_path / "multi-node.yaml"
+    cfg.write_text(MULTI_NODE)
+    env = {launch.MACHINE_RANK: "1", launch.MAIN_PROCESS_IP: "10.0.0.7"}
+    args = launch.launch_args(16, str(cfg), env)
+    assert "--multi_gpu" not in args  # the file's distributed type applies (it could be FSDP or DeepSpeed)
+    seen = accelerate_view(args)
+    assert (seen.num_processes, seen.num_machines, seen.machine_rank) == (16, 2, 1)
+    assert seen.main_process_ip == "10.0.0.7" and seen.main_process_port == 29500
+    # train.precision decides, not the file's `mixed_precision: bf16`.
+    assert seen.mixed_precision == "no"
+    # Params win over the file: the world size is train.num_processes.
+    assert accelerate_view(launch.launch_args(8, str(cfg), {})).num_processes == 8
+    # One process with a config file still goes through the launcher (e.g. single-GPU DeepSpeed offload).
+    assert launch.launch_args(1, str(cfg), {})[:2] == ["--num_processes", "1"]
+
+
+def test_launched_processes_do_not_launch_again():
+    assert launch.launched({launch.MARKER: "1"})
+    assert launch.launched({"LOCAL_RANK": "0"})  # started by hand with accelerate launch / torchrun
+    assert not launch.launched({})
+
+
+def test_a_launched_process_must_match_num_processes():
+    launch.check_world_size(2, {"WORLD_SIZE": "2"})
+    launch.check_world_size(1, {})
+    with pytest.raises(UserError, match=r"train\.num_processes is 1 .* one of 2 .*train\.num_processes: 2"):
+        launch.check_world_size(1, {"WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+
+
+def test_missing_or_refused_config_file_is_one_line(tmp_path, monkeypatch):
+    for name in (launch.MARKER, "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError, match=r"^train\.accelerate_config: file not found: nope\.yaml$"):
+        launch.relaunch(2, "nope.yaml", tmp_path)
+    (tmp_path / "bad.yaml").write_text(MULTI_NODE + "bogus_key: 1\n")
+    with pytest.raises(UserError) as e:
+        launch.relaunch(2, "bad.yaml", tmp_path)  # accelerate rejects the file before starting anything
+    msg = str(e.value)
+    assert msg.startswith("train.accelerate_config (bad.yaml): accelerate launch refused it:") and "bogus_key" in msg
+    assert "\n" not in msg
+    assert launch.MARKER not in os.environ
