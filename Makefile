@@ -19,7 +19,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench gpu-check generate recipe publish compare sweep clean
+.PHONY: install repro test test-fast bench gpu-check generate recipe publish compare sweep push pull remote-check clean
 
 install: $(STAMP) $(PLOTS_HTML)
 
@@ -76,6 +76,17 @@ compare: install
 sweep: install
 	$(BIN)/dvc exp run --queue -S '$(PARAM)=$(VALUES)'
 	$(BIN)/dvc exp run --run-all -j $(JOBS)
+
+# The team's DVC remote (docs/team-and-scale.md): check it first, so a wrong endpoint or a missing bucket
+# is one line (DVC alone: minutes of retries, or no bucket name). Extra dvc push/pull options: make push ARGS="-r other".
+push: install
+	$(BIN)/python -m lmtune.remote push $(ARGS)
+
+pull: install
+	$(BIN)/python -m lmtune.remote pull $(ARGS)
+
+remote-check: install
+	$(BIN)/python -m lmtune.remote check $(ARGS)
 
 clean:
 	rm -rf $(VENV)
