@@ -103,7 +103,7 @@ def main(argv=None) -> None:
             rows.extend(new)
             print(f"\n[{name}: {time.perf_counter() - t:.0f} s]\n{table(new)}", flush=True)
 
-        needs_smol = {"tokenize", "train", "evaluate", "memory"} & set(wanted)
+        needs_smol = {"tokenize", "train", "evaluate"} & set(wanted) or ("memory" in wanted and "smollm2" in args.memory_models)
         smol = smollm2_dir(args.smollm2_dir) if needs_smol else None
         if "chunk" in wanted:
             from bench import chunk

@@ -28,8 +28,9 @@ lmtune.allocator those blocks stay in the heap, so its high-water mark holds som
 logits-sized buffers (logits, log-softmax, two gradients) twice. Measured (bench/memory.py, fresh
 processes, 5 steps): 1 to 3 logits-sized blocks above the live tensors, varying from run to run with
 the order in which small allocations take the holes; SmolLM2 at 4 x 256: 4.79 GB tuned against 4.42
-untuned, 1.8 blocks (bench/RESULTS.md). The estimate adds 2.5 blocks. Without the tuning (or on CUDA,
-where the caching allocator is measured by its live tensors) it adds none.
+untuned, 1.8 blocks (bench/RESULTS.md). The estimate adds 2.5 blocks. It adds none for logits of
+lmtune.allocator.MMAP_THRESHOLD (1 GiB) or more (glibc maps those afresh and unmaps them on free), nor
+without the tuning, nor on CUDA (its caching allocator is measured by its live tensors).
 
 `bench/memory.py` (`make bench`) compares it with the measured peak (targets: within +-25%, never more
 than 10% below); tests/test_memory.py does the same on the tiny model.
@@ -106,7 +107,10 @@ def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, chec
              heap_slack: bool = False) -> Estimate:
     """Peak bytes of a training step at micro-batch `batch` (see the module docstring for each term).
     heap_slack: the process runs with lmtune.allocator's glibc tuning (CPU)."""
-    buffers = LOGITS_BUFFERS + (HEAP_SLACK_LOGITS if heap_slack else 0)
+    from lmtune.allocator import MMAP_THRESHOLD
+
+    in_heap = heap_slack and profile.logits_per_sample * batch < MMAP_THRESHOLD
+    buffers = LOGITS_BUFFERS + (HEAP_SLACK_LOGITS if in_heap else 0)
     return Estimate(
         batch=batch, block=profile.block, base=base,
         gradients=trainable_bytes,

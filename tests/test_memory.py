@@ -118,6 +118,11 @@ def test_estimate_adds_gradients_adamw_activations_and_logits():
     assert e.logits == memory.LOGITS_BUFFERS * 4 * 50 * MB  # the two fp32 gradient buffers at the loss
     slack = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False, heap_slack=True)
     assert slack.logits == (memory.LOGITS_BUFFERS + memory.HEAP_SLACK_LOGITS) * 4 * 50 * MB
+    # Logits of 1 GiB or more are mmapped by the tuned glibc too, and unmapped when freed: no slack.
+    from lmtune.allocator import MMAP_THRESHOLD
+
+    big = memory.estimate(PROFILE, -(-MMAP_THRESHOLD // (50 * MB)), 0, 0, False, heap_slack=True)  # 21 x 50 MB
+    assert big.logits == memory.LOGITS_BUFFERS * big.batch * 50 * MB
     assert e.total == 1000 * MB + 200 * MB + 400 * MB + 410 * MB + e.logits
     ckpt = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, checkpointing=True)
     assert ckpt.activations == 10 * MB + 4 * 20 * MB and ckpt.total < e.total
