@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import ROOT, Row, machine, table, to_json
 
-ROWS = ("chunk", "tokenize", "train", "evaluate", "dvc")
+ROWS = ("chunk", "tokenize", "train", "evaluate", "memory", "dvc")
 
 
 def parse_args(argv=None):
@@ -42,6 +42,10 @@ def parse_args(argv=None):
     ap.add_argument("--eval-batch", type=int, default=8)
     ap.add_argument("--eval-processes", type=int, default=3,
                     help="fresh processes per SmolLM2 evaluate side, each one warm-up + 1 timed evaluation (the informational side: 1)")
+    ap.add_argument("--memory-steps", type=int, default=5,
+                    help="training steps per memory-estimate run (>= 3: AdamW's state exists from step 2; the tuned heap settles after a few)")
+    ap.add_argument("--memory-shapes", default="4x256,1x1024", help="micro-batch x block shapes for the memory rows")
+    ap.add_argument("--memory-models", default="tiny,smollm2", help="models for the memory rows: tiny, smollm2 or both")
     ap.add_argument("--lr-changes", type=int, default=1)
     ap.add_argument("--smollm2-dir", type=Path, default=Path.home() / ".cache" / "lmtune-bench" / "smollm2",
                     help="where the bundled SmolLM2 is converted once and reused")
@@ -99,7 +103,7 @@ def main(argv=None) -> None:
             rows.extend(new)
             print(f"\n[{name}: {time.perf_counter() - t:.0f} s]\n{table(new)}", flush=True)
 
-        needs_smol = {"tokenize", "train", "evaluate"} & set(wanted)
+        needs_smol = {"tokenize", "train", "evaluate"} & set(wanted) or ("memory" in wanted and "smollm2" in args.memory_models)
         smol = smollm2_dir(args.smollm2_dir) if needs_smol else None
         if "chunk" in wanted:
             from bench import chunk
@@ -134,6 +138,14 @@ def main(argv=None) -> None:
                 "SmolLM2-135M", smol, args.block_size, args.eval_blocks, args.eval_batch, 1, work,
                 processes=args.eval_processes, tuned_processes=1 if args.tuned_repeats > 0 else 0,
             ))
+        if "memory" in wanted:
+            from bench import memory
+
+            shapes = [tuple(int(x) for x in s.split("x")) for s in args.memory_shapes.split(",")]
+            steps, which = max(3, args.memory_steps), args.memory_models.split(",")
+            long_gpt2 = memory.tiny_gpt2_long(work / "gpt2-1024") if "tiny" in which else None
+            section("memory", lambda: (memory.bench_model("tiny GPT-2", long_gpt2, shapes, steps, work) if long_gpt2 else [])
+                    + (memory.bench_model("SmolLM2-135M", smol, shapes, steps, work) if "smollm2" in which else []))
         if "dvc" in wanted:
             from bench import dvcrepro
 

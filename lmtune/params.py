@@ -177,6 +177,9 @@ class TrainParams(Strict):
     max_steps: int  # > 0 overrides epochs; -1 trains for `epochs`
     batch_size: PosInt
     gradient_accumulation_steps: PosInt
+    # true: batch_size x gradient_accumulation_steps is the global batch (per process) to keep; the train
+    # stage picks the largest micro-batch dividing it that fits in memory (lmtune.memory), accumulating the rest.
+    auto_batch_size: bool
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)]
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
     max_grad_norm: PosFloat

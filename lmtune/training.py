@@ -18,7 +18,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.errors import UserError
-from lmtune.io import sweep_temps
+from lmtune.io import atomic_write_json, sweep_temps
 from lmtune.params import TrainParams
 
 FINGERPRINT = "fingerprint.json"
@@ -218,15 +218,34 @@ def write_curves(log_history: list[dict], out_dir: Path) -> None:
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
+    from lmtune.memory import peak_rss
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return peak_rss() / 2**20
 
 
-def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str, live_dir: Path):
+class StampOnSave(transformers.TrainerCallback):
+    """Writes the checkpoint folder's fingerprint.json with its first checkpoint, not before.
+
+    Before the first checkpoint the folder is left as it was, so a run killed in its first steps leaves
+    nothing there (`dvc checkout` then finds the folder as DVC left it). A kill between a checkpoint and
+    this stamp leaves an unstamped checkpoint, which the next run discards (never resumes).
+    """
+
+    def __init__(self, ckpt_dir: Path, record: dict):
+        self.path, self.record = Path(ckpt_dir) / FINGERPRINT, record
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and _stamp(self.path.parent) != self.record["fingerprint"]:
+            atomic_write_json(self.path, self.record)
+
+
+def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str, live_dir: Path,
+          callbacks=(), stamp_extra: dict | None = None):
     """Run the Trainer (resuming when allowed).
 
-    Returns (trainer, deterministic metrics, timing metrics, dvclive temp dir or None on other processes).
+    `callbacks` are added to the Trainer's; `stamp_extra` is recorded beside the fingerprint (e.g. the
+    micro-batch lmtune.memory chose). Returns (trainer, deterministic metrics, timing metrics, dvclive
+    temp dir or None on other processes).
     """
     args = training_arguments(tp, seed, ckpt_dir)
     # The number of processes changes the global batch, so a checkpoint only resumes at the same one.
@@ -236,16 +255,13 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
         from accelerate.utils import broadcast_object_list
 
         resume = broadcast_object_list([resume])[0]
-    callbacks = []
+    callbacks = [*callbacks, StampOnSave(ckpt_dir, {"fingerprint": fp, **(stamp_extra or {})})]
     if tp.early_stopping_patience:
         callbacks.append(transformers.EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
     trainer = FiniteLossTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if tp.eval_steps else None,
         data_collator=collate_blocks, processing_class=tokenizer, callbacks=callbacks,
     )
-    if trainer.is_world_process_zero():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / FINGERPRINT).write_text(json.dumps({"fingerprint": fp}) + "\n")
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
