@@ -474,8 +474,12 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     _copy_repo(repo)
     base_params = yaml.safe_load((repo / "params.yaml").read_text())
 
+    over = PIPELINE
+    if "since_year" in base_params.get("data", {}):  # a sotu-only filter; the fixture is data.source: files
+        over = _deep_update(over, {"data": {"since_year": None}})
+
     def set_precision(precision: str) -> dict:
-        p = _deep_update(base_params, _deep_update(PIPELINE, {"train": {"precision": precision}}))
+        p = _deep_update(base_params, _deep_update(over, {"train": {"precision": precision}}))
         (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         return p
 
