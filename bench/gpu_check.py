@@ -5,8 +5,8 @@ without a package registry). It writes bench/GPU_RESULTS.md (and a copy to $OUT 
 after every section, so a failure or a kill keeps what was measured before it. Sections, cheap first:
 
 1. The machine: GPU, versions, and the measured bf16 matmul peak (8192³, the MFU denominator).
-2. The tiny pipeline (GPT-2 from config, tests/fixtures/sotu_small) in a temp copy of the repo, each
-   stage as `python -m stages.NAME` (no DVC there) under bench/gpu_probe.py, which records the device
+2. The tiny pipeline (GPT-2 from config, tests/fixtures/sotu_small) in a temp copy of the repo, every
+   stage of dvc.yaml in order as its `python -m stages.NAME` (no DVC there) under bench/gpu_probe.py, which records the device
    and autocast dtype every layer's forward really ran with. With `train.precision: auto` (bf16), then
    evaluate again with `fp32`; checks: the model stages ran on the GPU in bf16, generations exist and ran
    on the GPU, and the bf16 perplexity is within PPL_BOUND of the fp32 one.
@@ -263,9 +263,8 @@ def eval_worker(work: Path) -> dict:
             model = _gpt2("sdpa").to(placement.device)
             ds = blocks.with_format("torch")  # what the evaluate stage passes (loaded from data/chunks)
 
-            def once():
-                with placement.autocast():
-                    return metrics.evaluate_causal_lm(model, ds, s.eval_batch)["perplexity"]
+            def once():  # as lmtune.evaluation.evaluate calls it
+                return metrics.evaluate_causal_lm(model, ds, s.eval_batch, autocast=placement.autocast)["perplexity"]
             return once
         return run
 
@@ -475,23 +474,27 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     _copy_repo(repo)
     base_params = yaml.safe_load((repo / "params.yaml").read_text())
 
+    over = PIPELINE
+    if "since_year" in base_params.get("data", {}):  # a sotu-only filter; the fixture is data.source: files
+        over = _deep_update(over, {"data": {"since_year": None}})
+
     def set_precision(precision: str) -> dict:
-        p = _deep_update(base_params, _deep_update(PIPELINE, {"train": {"precision": precision}}))
+        p = _deep_update(base_params, _deep_update(over, {"train": {"precision": precision}}))
         (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         return p
 
     p = set_precision(SHAPES.precision)
-    stages = ["download", "flatten", "tokenize", "chunk", "train"]
-    if (repo / "stages" / "evaluate_base.py").exists():  # the lead's split of evaluate (base model alone)
-        stages.append("evaluate_base")
-    stages += ["evaluate", "export"]
+    # Every stage of dvc.yaml, in its (data-flow) order, each as its `cmd` runs it: `python -m stages.NAME`.
+    graph = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    modules = {name: st["cmd"].split(" -m ", 1)[1].split()[0] for name, st in graph.items()}
+    stages = list(modules)
     eval_stages = [s for s in stages if s.startswith("evaluate")]
     runs: list[dict] = []  # stage, label, rc, seconds, probe, tail
     checks: list[tuple[str, bool, str]] = []
 
     def render() -> None:
         lines = ["## Tiny pipeline on the device", "",
-                 f"`python -m stages.NAME` in a temp copy of the repo: GPT-2 from config (2 layers, 64 wide), "
+                 f"dvc.yaml's stages, each as `python -m stages.NAME`, in a temp copy of the repo: GPT-2 from config (2 layers, 64 wide), "
                  f"tests/fixtures/sotu_small, `train.precision: {SHAPES.precision}` then `fp32` for the second "
                  f"evaluation. Forwards: what bench/gpu_probe.py saw each layer call run with.", "",
                  "| stage | exit | seconds | forwards (count × device, weights, autocast) | CUDA peak MB | last output |",
@@ -514,10 +517,10 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
             start = time.perf_counter()
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "bench.gpu_probe", f"stages.{stage}"], cwd=repo, text=True,
+                    [sys.executable, "-m", "bench.gpu_probe", modules[stage]], cwd=repo, text=True,
                     capture_output=True, timeout=timeout,
                     env=_env({"LMTUNE_GPU_PROBE": str(probe_file), "HF_HOME": str(tmp / "hf")}, pythonpath=repo))
-                said = [ln for ln in proc.stdout.splitlines() if ln.startswith(("evaluate", f"{stage}:"))]
+                said = [ln for ln in proc.stdout.splitlines() if ln.startswith((f"{stage}:", "evaluate:"))]
                 r["rc"] = proc.returncode
                 # A stage's own summary lines when it succeeded; the end of its traceback when not.
                 r["tail"] = _tail("\n".join(said) if proc.returncode == 0 and said else proc.stdout + "\n" + proc.stderr,
@@ -554,13 +557,19 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     timing = json.loads((metrics_dir / "train_timing.json").read_text())
     checks.append(("train: metrics/train_timing.json device", str(timing.get("device", "")).startswith(dev),
                    f"device {timing.get('device')!r}, {timing.get('tokens_per_second')} tokens/s"))
-    for stage in eval_stages:
-        checks.append((f"{stage}: layers ran on {want}", _ran_on(first[stage]["probe"], dev, cast),
-                       _forwards(first[stage]["probe"])))
-        if stage in second:
-            checks.append((f"{stage} (fp32): layers ran on {dev}, autocast off",
-                           _ran_on(second[stage]["probe"], dev, None), _forwards(second[stage]["probe"])))
-    # Generations: every prompt under every decoding strategy, produced by layers on the device.
+    for stage in stages[stages.index("train") + 1:]:
+        probe = first[stage]["probe"]
+        if stage in eval_stages:
+            checks.append((f"{stage}: layers ran on {want}", _ran_on(probe, dev, cast), _forwards(probe)))
+            if stage in second:
+                checks.append((f"{stage} (fp32): layers ran on {dev}, autocast off",
+                               _ran_on(second[stage]["probe"], dev, None), _forwards(second[stage]["probe"])))
+        elif stage in ("export", "base_samples") or (probe or {}).get("forwards"):
+            # Generation: on the device; its autocast is shown, not asserted (sampling is not a metric).
+            checks.append((f"{stage}: layers ran on {dev}", _ran_on(probe, dev, None, check_cast=False),
+                           _forwards(probe)))
+    # The export's samples: every prompt under every decoding strategy (with the base model's beside them
+    # when a base_samples stage made those).
     from lmtune import generation
     from lmtune.params import GenerateParams
 
@@ -568,12 +577,11 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     samples_file = repo / "models" / "export" / "samples.json"
     samples = json.loads(samples_file.read_text()) if samples_file.is_file() else []
     expected = len(gp.prompts) * len(generation.strategies(gp))
-    checks.append(("export: samples.json holds every prompt × strategy",
-                   len(samples) == expected and all("text" in s for s in samples),
-                   f"{len(samples)} samples (expected {expected}); first: {samples[0]['text'][:60]!r}" if samples
-                   else f"no {samples_file.relative_to(repo)}"))
-    checks.append((f"export: generation ran on {dev}", _ran_on(first["export"]["probe"], dev, None, check_cast=False),
-                   _forwards(first["export"]["probe"])))
+    keys = ["text", "base_text"] if "base_samples" in stages else ["text"]
+    checks.append((f"export: samples.json holds every prompt × strategy ({', '.join(keys)})",
+                   len(samples) == expected and all(k in s for s in samples for k in keys),
+                   f"{len(samples)} samples (expected {expected}); first: {samples[0].get('text', '')[:60]!r}"
+                   if samples else f"no {samples_file.relative_to(repo)}"))
     for model in ("base", "tuned"):
         a = (ppl_bf16.get(model) or {}).get("perplexity")
         b = (ppl_fp32.get(model) or {}).get("perplexity")

@@ -5,7 +5,8 @@
 #   bash bench/gpu_device.sh [gpu_check args]      # exit code: bench/gpu_check.py's (3: wheels missing)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# A path with "site-packages" in it: dill (datasets' fingerprints) pickles modules from anywhere else by value.
+# A path with "site-packages" in it: dill (datasets' fingerprints) pickles a module from anywhere else by value
+# (that failed for a pyarrow outside site-packages in a test here; a precaution for the wheels' modules).
 SITE=${SITE:-/tmp/gpu-check/site-packages}
 PY=${PY:-python3}
 WHEELS=${WHEEL_DIR:-.whl}

@@ -6,7 +6,7 @@
 # attrs, pathspec, tabulate, colorama, nvidia-ml-py and the other packages in the device docs' list.
 # This fetches what the pipeline imports beyond those, pinned to the versions of requirements.txt
 # (and the versions pip resolved for their dependencies here), into .whl/ (git-ignored through
-# .git/info/exclude), about 14 MiB, well under the 64 MiB a device call may carry:
+# .git/info/exclude and .gitignore), about 9 MiB, well under the 64 MiB a device call may carry:
 #   - the params schema: pydantic (+ pydantic-core, annotated-types, typing-inspection, and a
 #     typing-extensions new enough for pydantic-core; newer versions keep the old names);
 #   - data: datasets (+ dill, multiprocess) and evaluate (the metric modules);

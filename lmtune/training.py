@@ -3,6 +3,7 @@
 The same code runs on one CPU, one GPU, or many processes under `accelerate launch` (the Trainer
 reads the launcher's environment); only the main process writes outputs.
 """
+import dataclasses
 import hashlib
 import json
 import math
@@ -40,6 +41,19 @@ def optimizer_name(cuda: bool) -> str:
     return "adamw_torch_fused" if cuda or (major, minor) >= (2, 4) else "adamw_torch"
 
 
+_TRAINING_ARGUMENTS = transformers.TrainingArguments  # the installed class (tests stub the module attribute)
+
+
+def checkpointing_flag(on: bool, args_class=None) -> dict:
+    """The TrainingArguments keyword for activation (gradient) checkpointing, under the installed name.
+
+    Newer transformers 5 releases call it `activation_checkpointing` (the old name warns); older 5.x ones,
+    such as the 5.17 of the GPU machine image, only know `gradient_checkpointing` and reject the new name.
+    """
+    fields = {f.name for f in dataclasses.fields(args_class or _TRAINING_ARGUMENTS)}
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
+
+
 def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transformers.TrainingArguments:
     cuda = torch.cuda.is_available()
     evaluating = tp.eval_steps > 0
@@ -58,7 +72,7 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         lr_scheduler_type=tp.lr_scheduler,
         max_grad_norm=tp.max_grad_norm,
         **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
-        activation_checkpointing=tp.gradient_checkpointing,  # transformers 5 name (gradient_checkpointing warns)
+        **checkpointing_flag(tp.gradient_checkpointing),
         eval_strategy="steps" if evaluating else "no",
         eval_steps=tp.eval_steps or None,
         save_strategy="steps",

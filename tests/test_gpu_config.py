@@ -99,3 +99,26 @@ def test_models_load_with_sdpa_attention(tmp_path, config):
     # failing as an explicit attn_implementation="sdpa" would on a hub model without SDPA).
     model = transformers.AutoModelForCausalLM.from_pretrained(_save(config, tmp_path / "m"), use_safetensors=True)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_checkpointing_flag_uses_the_name_the_installed_transformers_knows():
+    """transformers 5.17 (the GPU machine image) has only `gradient_checkpointing`; later 5.x releases
+    renamed it `activation_checkpointing` and reject nothing, but warn on the old name."""
+    import dataclasses
+
+    old = dataclasses.make_dataclass("OldArgs", [("output_dir", str), ("gradient_checkpointing", bool)])
+    assert training.checkpointing_flag(True, old) == {"gradient_checkpointing": True}
+    new = dataclasses.make_dataclass("NewArgs", [("gradient_checkpointing", bool), ("activation_checkpointing", bool)])
+    assert training.checkpointing_flag(True, new) == {"activation_checkpointing": True}
+    # The installed class accepts what the flag names, and the Trainer sees checkpointing on.
+    (name, on), = training.checkpointing_flag(True).items()
+    assert name in {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+
+
+def test_gradient_checkpointing_param_reaches_the_training_arguments(tmp_path):
+    tp = params.load().train.model_copy(update={"gradient_checkpointing": True})
+    args = training.training_arguments(tp, 0, tmp_path)
+    (name, _), = training.checkpointing_flag(True).items()
+    assert getattr(args, name) is True
+    off = training.training_arguments(tp.model_copy(update={"gradient_checkpointing": False}), 0, tmp_path)
+    assert getattr(off, name) is False
