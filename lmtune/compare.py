@@ -559,7 +559,8 @@ def sweep_spec(report: Report) -> dict | None:
         scale = {"type": "log"} if numeric and min(vals) > 0 and max(vals) / min(vals) >= 10 else {"zero": False}
         scale["padding"] = 16  # pixels: the end points and their intervals clear the axes
         x = {"field": "x", "type": "quantitative" if numeric else "nominal", "title": p,
-             **({"scale": scale} if numeric else {})}
+             **({"scale": scale, "axis": {"values": sorted(set(vals)), "format": "~g", "labelOverlap": "greedy"}}
+                if numeric else {})}  # ticks at the swept values
         y = {"field": "value", "type": "quantitative", "title": label, "scale": {"zero": False}}
         layers = [
             {"mark": {"type": "rule", "color": "#888"}, "transform": [{"filter": "datum.low != null"}],
