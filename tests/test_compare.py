@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from lmtune import compare, stats
+from lmtune import compare
 
 LR = "train.learning_rate"
 
