@@ -315,8 +315,10 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
                      f"Noise covered: {'; '.join(kinds)}. Eval sample = which {units} were scored. Training "
                      "noise (what the seed changes) is covered only in rows marked ×k, whose seeds are resampled "
                      "too; measure it with a few -S seed=N runs of one config")
-    if any(r.verdict == "n/a" for r in rows[1:]):
-        notes.append(f"verdict n/a: no {rel(paths.BLOCKS)} at that run's revision (evaluated before per-block output)")
+    without = [r.name for r in runs if not r.blocks]
+    if without:
+        notes.append(f"no interval or verdict for {', '.join(without)}: no {rel(paths.BLOCKS)} at that revision "
+                     "(evaluated before evaluate wrote per-block numbers)")
     for row in rows:
         if len(row.runs) > 1:
             notes.append(f"{row.name}: {', '.join(m.name for m in row.runs)} differ only in seed; "
