@@ -315,8 +315,10 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
                      f"Noise covered: {'; '.join(kinds)}. Eval sample = which {units} were scored. Training "
                      "noise (what the seed changes) is covered only in rows marked ×k, whose seeds are resampled "
                      "too; measure it with a few -S seed=N runs of one config")
-    if any(r.verdict == "n/a" for r in rows[1:]):
-        notes.append(f"verdict n/a: no {rel(paths.BLOCKS)} at that run's revision (evaluated before per-block output)")
+    without = [r.name for r in runs if not r.blocks]
+    if without:
+        notes.append(f"no interval or verdict for {', '.join(without)}: no {rel(paths.BLOCKS)} at that revision "
+                     "(evaluated before evaluate wrote per-block numbers)")
     for row in rows:
         if len(row.runs) > 1:
             notes.append(f"{row.name}: {', '.join(m.name for m in row.runs)} differ only in seed; "
@@ -559,7 +561,8 @@ def sweep_spec(report: Report) -> dict | None:
         scale = {"type": "log"} if numeric and min(vals) > 0 and max(vals) / min(vals) >= 10 else {"zero": False}
         scale["padding"] = 16  # pixels: the end points and their intervals clear the axes
         x = {"field": "x", "type": "quantitative" if numeric else "nominal", "title": p,
-             **({"scale": scale} if numeric else {})}
+             **({"scale": scale, "axis": {"values": sorted(set(vals)), "format": "~g", "labelOverlap": "greedy"}}
+                if numeric else {})}  # ticks at the swept values
         y = {"field": "value", "type": "quantitative", "title": label, "scale": {"zero": False}}
         layers = [
             {"mark": {"type": "rule", "color": "#888"}, "transform": [{"filter": "datum.low != null"}],

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from lmtune import compare, stats
+from lmtune import compare
 
 LR = "train.learning_rate"
 
@@ -110,7 +110,9 @@ def test_tokenizers_told_apart_from_eval_totals_without_blocks():
     a, b = lm_run("a", nll=nll(4), tokens=np.full(32, 126.0)), lm_run("b", nll=nll(4))
     a.blocks = b.blocks = None
     assert compare.same_tokens([a, b]) is False
-    assert compare.analyse([a, b]).key == "bits_per_byte"
+    report = compare.analyse([a, b])
+    assert report.key == "bits_per_byte" and all(r.low is None and r.verdict in ("best", "n/a") for r in report.rows)
+    assert "no interval or verdict for a, b: no metrics/blocks.csv" in compare.render_text(report)
     del a.eval["tuned"]["n_bytes"]
     assert compare.same_tokens([a, b]) is None
 

@@ -48,3 +48,18 @@ def test_fingerprints_follow_the_content(tmp_path):
     fp = {d: json.loads((tmp_path / d / "train" / "state.json").read_text())["_fingerprint"] for d in "abc"}
     assert fp["a"] == fp["b"] != fp["c"]
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from lmtune.io import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.png", b"\x89PNG")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "a.png").read_bytes() == b"\x89PNG"
