@@ -1,7 +1,8 @@
 """Check a DVC remote before pushing or pulling: one line for a wrong endpoint or a missing bucket.
 
     python -m lmtune.remote check [-r NAME]        # `make remote-check`
-    python -m lmtune.remote push [dvc push args]   # `make push`: check, then `dvc push`
+    python -m lmtune.remote push [dvc push args]   # `make push`: check, then `dvc push`; with
+                                                   # --run-cache also the outputs the records name
     python -m lmtune.remote pull [dvc pull args]   # `make pull`: check, then `dvc pull`
 
 Why a wrapper: what DVC 3.67 + dvc-s3 3.3 print on their own, measured on the tiny pipeline here:
@@ -78,15 +79,45 @@ def check(name: str | None = None) -> str:
     return f"{where}: reachable" + (f", bucket '{bucket}' exists" if bucket else "")
 
 
+def push_run_cache_outputs(name: str | None) -> str:
+    """Push the outputs that the local run-cache records name, beside the records themselves.
+
+    Why: DVC 3.67's `dvc push --run-cache` sends only the records (`runs/`): its index-based push
+    computes the records' objects and then drops them (dvc/repo/push.py), and `dvc push`/`dvc exp push`
+    send cached outputs only. A stage restores from the run-cache only when every output it recorded
+    is at hand, including the git-tracked ones (metrics, curves) that the run-cache keeps in the DVC
+    cache, so without this a teammate's `dvc exp run --pull` finds "Missing cache files" and trains again.
+    """
+    from pathlib import Path
+
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        runs = Path(repo.stage_cache.cache_dir)
+        records = [(p.parent.name, p.name) for p in runs.glob("*/*/*") if p.is_file()]  # runs/ab/KEY/VALUE
+        used = repo.stage_cache.get_used_objs(records, remote=name)
+        objs = set().union(*used.values()) if used else set()
+        result = repo.cloud.push(objs, remote=name)
+    note = f"run-cache: outputs of {len(records)} recorded stage runs pushed ({len(result.transferred)} objects sent)"
+    if result.failed:  # e.g. removed from the local cache by `dvc gc`: those stages just run again elsewhere
+        note += f"; {len(result.failed)} not in the local cache, not pushed"
+    return note
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("check", "push", "pull"):
         raise UserError("usage: python -m lmtune.remote check|push|pull [-r NAME] [dvc push/pull options]")
     command, rest = argv[0], argv[1:]
-    print(check(_remote_name(rest)), flush=True)
-    if command != "check":
-        sys.exit(subprocess.run([sys.executable, "-m", "dvc", command, *rest]).returncode)
+    name = _remote_name(rest)
+    print(check(name), flush=True)
+    if command == "check":
+        return
+    code = subprocess.run([sys.executable, "-m", "dvc", command, *rest]).returncode
+    if code == 0 and command == "push" and "--run-cache" in rest:
+        print(push_run_cache_outputs(name), flush=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

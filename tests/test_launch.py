@@ -86,3 +86,24 @@ def test_missing_or_refused_config_file_is_one_line(tmp_path, monkeypatch):
     assert msg.startswith("train.accelerate_config (bad.yaml): accelerate launch refused it:") and "bogus_key" in msg
     assert "\n" not in msg
     assert launch.MARKER not in os.environ
+
+
+@pytest.mark.parametrize("precision,expected", [("fp32", "no"), ("bf16", "bf16")])
+def test_train_precision_decides_under_the_launcher(tmp_path, monkeypatch, precision, expected):
+    """The launcher exports ACCELERATE_MIXED_PRECISION; TrainingArguments falls back to it when neither
+    bf16 nor fp16 is set, so a config file's `mixed_precision: bf16` would silently turn an fp32 run
+    into bf16. `--mixed_precision no` (always passed) leaves train.precision the only switch."""
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    from lmtune import params, training
+
+    cfg = tmp_path / "multi-node.yaml"
+    cfg.write_text(MULTI_NODE)  # mixed_precision: bf16
+    env = prepare_multi_gpu_env(accelerate_view(launch.launch_args(2, str(cfg), {})))
+    assert env["ACCELERATE_MIXED_PRECISION"] == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env["ACCELERATE_MIXED_PRECISION"])
+    tp = params.load().train.model_copy(update={"precision": precision})
+    assert training.training_arguments(tp, 0, tmp_path / "out").mixed_precision == expected
+    # Without the flag, the file's bf16 would win over train.precision: fp32.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert training.training_arguments(tp, 0, tmp_path / "out").mixed_precision == "bf16"

@@ -266,6 +266,15 @@ def test_experiments_pushed_by_a_are_pulled_shown_and_applied_by_b(shared_experi
         assert shown[name]["params"]["params.yaml"]["data"]["train"]["learning_rate"] == lr
         train = shown[name]["metrics"]["metrics/train.json"]["data"]
         assert train == json.loads(team.exps[name]["metrics"]["metrics/train.json"]), name
+    # ... and in the compare table (lmtune.compare reads the same git refs: still no model bytes).
+    reports = team.base / "b-exp-reports"
+    team.timed("2 exp: B make compare lr-hi lr-lo (refs only)",
+               lambda: b.run(sys.executable, "-m", "lmtune.compare", *EXPERIMENTS, "--out", str(reports)))
+    rows = json.loads((reports / "compare.json").read_text())["rows"]
+    compared = {run["name"]: run["tuned"] for row in rows for run in row["runs"]}
+    for name in EXPERIMENTS:
+        assert compared[name] == json.loads(team.exps[name]["metrics"]["metrics/eval.json"])["tuned"], name
+    assert cache_bytes(b) == 0
     # lr-hi: the experiment A ran first, so not the one left in A's workspace. `dvc exp apply` checks the
     # outputs out of the cache (without them it fails: "Checkout failed ... Is your cache up to date?"),
     # so B first pulls that one experiment again, now with its outputs from the DVC remote.
@@ -286,7 +295,11 @@ def test_experiments_pushed_by_a_are_pulled_shown_and_applied_by_b(shared_experi
 def test_run_cache_restores_train_for_the_same_params_in_another_clone(shared_experiments):
     team = shared_experiments
     a = team.a
-    team.timed("3 run-cache: A dvc push --run-cache", lambda: a.dvc("push", "--run-cache"), team.s3.stored_bytes)
+    # `make push ARGS=--run-cache`: DVC's `push --run-cache` sends the records, lmtune.remote the outputs
+    # they name that no other push sends (the run-cache's copies of git-tracked metrics and curves).
+    pushed = team.timed("3 run-cache: A make push ARGS=--run-cache", lambda: remote_cmd(a, "push", "--run-cache"),
+                        team.s3.stored_bytes)
+    assert re.search(r"^run-cache: outputs of \d+ recorded stage runs pushed \(\d+ objects sent\)$", pushed.stdout, re.M), pushed.stdout
     c = team.clone("c-runcache")
     team.timed("3 run-cache: C dvc pull --run-cache", lambda: c.dvc("pull", "--run-cache"), lambda: cache_bytes(c))
     # `pull --run-cache` fetches the run records only; --pull fetches a restored stage's outputs
