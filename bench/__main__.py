@@ -42,8 +42,10 @@ def parse_args(argv=None):
     ap.add_argument("--eval-batch", type=int, default=8)
     ap.add_argument("--eval-processes", type=int, default=3,
                     help="fresh processes per SmolLM2 evaluate side, each one warm-up + 1 timed evaluation (the informational side: 1)")
-    ap.add_argument("--memory-steps", type=int, default=5,
-                    help="training steps per memory-estimate run (>= 3: AdamW's state exists from step 2; the tuned heap settles after a few)")
+    ap.add_argument("--memory-steps", type=int, default=10,
+                    help="tiny GPT-2 training steps per memory run (>= 3: AdamW's state exists from step 2)")
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh tiny GPT-2 runs per memory row (the median is reported)")
+    ap.add_argument("--memory-smollm2-steps", type=int, default=5, help="SmolLM2 training steps per memory run (one run per row)")
     ap.add_argument("--memory-shapes", default="4x256,1x1024", help="micro-batch x block shapes for the memory rows")
     ap.add_argument("--memory-models", default="tiny,smollm2", help="models for the memory rows: tiny, smollm2 or both")
     ap.add_argument("--lr-changes", type=int, default=1)
@@ -142,10 +144,13 @@ def main(argv=None) -> None:
             from bench import memory
 
             shapes = [tuple(int(x) for x in s.split("x")) for s in args.memory_shapes.split(",")]
-            steps, which = max(3, args.memory_steps), args.memory_models.split(",")
+            which = args.memory_models.split(",")
             long_gpt2 = memory.tiny_gpt2_long(work / "gpt2-1024") if "tiny" in which else None
-            section("memory", lambda: (memory.bench_model("tiny GPT-2", long_gpt2, shapes, steps, work) if long_gpt2 else [])
-                    + (memory.bench_model("SmolLM2-135M", smol, shapes, steps, work) if "smollm2" in which else []))
+            section("memory", lambda: (
+                memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
+                if long_gpt2 else []) + (
+                memory.bench_model("SmolLM2-135M", smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
+                if "smollm2" in which else []))
         if "dvc" in wanted:
             from bench import dvcrepro
 

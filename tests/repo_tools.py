@@ -23,11 +23,12 @@ def copy_repo(src: Repo, dest: Path) -> Repo:
 TEMP = re.compile(r"(^|/)\.[^/]+\.(tmp|old)-[^/]*(/|$)")
 
 
-def tree_hashes(root: Path, tops=OUTPUTS, skip=("models/checkpoints",), temps=True) -> dict[str, str]:
+def tree_hashes(root: Path, tops=OUTPUTS, skip=("models/checkpoints", "models/train-in-progress.json"), temps=True) -> dict[str, str]:
     """sha256 of every file under `tops`, by path relative to `root`.
 
     temps=False leaves out the temp dirs of an unfinished write (`.name.tmp-*`): a SIGKILL cannot clean
-    them up, they are not outputs, and the next run of the stage sweeps them.
+    them up, they are not outputs, and the next run of the stage sweeps them. The default `skip` leaves out
+    the train stage's scratch: its checkpoints and its in-progress marker (lmtune.memory.RunMarker).
     """
     out = {}
     for top in tops:

@@ -6,7 +6,6 @@ and the killed-run report through the train stage and `dvc repro` on copies of t
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -298,17 +297,25 @@ def test_fingerprint_is_written_with_the_first_checkpoint_not_before(tmp_path):
 @pytest.mark.parametrize("batch,block", [(4, 256), (1, 1024)])
 def test_estimate_against_the_measured_peak(tmp_path_factory, batch, block):
     """The train stage's estimate against the peak RSS of 5 real steps, in a fresh process each
-    (bench/memory.py, as `make bench` runs it). Bounds from issue 14: within +-25%, never > 10% below."""
+    (bench/memory.py, as `make bench` runs it). Bounds from issue 14: within +-25%, never > 10% below.
+
+    With glibc's own allocator settings: the peak is then the live tensors' and repeats to ~1%, so one
+    run per shape is a fair test. With lmtune.allocator's tuning one run of this logits-heavy model
+    lands anywhere in a +-20% band (lmtune/memory.py); `make bench` checks that case on medians.
+    """
     from bench.memory import tiny_gpt2_long, within_target
 
     folder = tmp_path_factory.getbasetemp() / "gpt2-1024"
     if not (folder / "config.json").is_file():
         tiny_gpt2_long(folder)
     proc = subprocess.run([sys.executable, "-m", "bench.memory", str(folder), str(batch), str(block), "5",
-                           str(tmp_path_factory.mktemp("work"))], cwd=ROOT, text=True, capture_output=True)
+                           str(tmp_path_factory.mktemp("work"))], cwd=ROOT, text=True, capture_output=True,
+                          env={**os.environ, "LMTUNE_MALLOC_TUNING": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["device"] == "cpu"
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    assert r["parts_mb"]["logits"] == pytest.approx(memory.LOGITS_BUFFERS * batch * block * vocab * 4 / MB)  # no slack
     assert within_target(r["estimate_mb"], r["measured_mb"]), r
     assert 0.9 <= r["estimate_mb"] / r["measured_mb"] <= 1.25, r  # the same bounds, spelled out
 
@@ -401,8 +408,6 @@ def test_auto_batch_size_under_a_limit_keeps_the_global_batch(work):
     assert metrics["steps"] == 8 and metrics["global_batch_size"] == 4 and metrics["train_tokens"] == 8 * 4 * 64
     # Same global batch: the same optimisation up to rounding and the dropout stream (not bit-identical).
     assert abs(metrics["train_loss"] - single["train_loss"]) < 0.05, (metrics, single)
-    stamp = json.loads((work.path / "models/checkpoints" / training.FINGERPRINT).read_text())
-    assert (stamp["micro_batch_size"], stamp["gradient_accumulation_steps"], stamp["auto_batch_size"]) == (2, 2, True)
     assert (work.path / "models/final/model.safetensors").is_file()
     assert not (work.path / "models/train-in-progress.json").exists()
 
@@ -421,6 +426,9 @@ def test_killed_run_is_reported_then_resumed(work):
     assert killed.returncode == -9, f"repro finished before the kill:\n{killed.stdout[-2000:]}"
     left = json.loads(marker.read_text())
     assert left["step"] in (4, 5) and left["max_steps"] == 8 and left["memory_mb"] > 0
+    # The checkpoint's fingerprint, written with checkpoint-4, records the micro-batch the run took.
+    stamp = json.loads((ckpts / training.FINGERPRINT).read_text())
+    assert (stamp["micro_batch_size"], stamp["gradient_accumulation_steps"], stamp["auto_batch_size"]) == (4, 1, False)
 
     checkout = work.dvc("checkout")  # no --force: nothing unsaved sits in a DVC output it must overwrite
     assert (work.path / "models/final/model.safetensors").is_file(), checkout.stdout

@@ -49,9 +49,11 @@ def test_sigkill_after_first_checkpoint_then_repro_resumes_to_identical_results(
     # Nothing the stage owns changed: models/final, metrics/*, the dvclive curves are the old ones
     # (its unfinished temp dirs sit beside them, to be swept by the next run).
     assert tree_hashes(work.path, temps=False) == before
+    assert (work.path / "models/train-in-progress.json").is_file()  # the killed run's marker
     out = work.dvc("repro").stdout
     assert "Running stage 'train'" in out, out
-    assert re.search(r"resuming from \S*checkpoint-4\b", out), out
+    assert "did not finish" in out and re.search(r"resuming from \S*checkpoint-4\b", out), out
+    assert not (work.path / "models/train-in-progress.json").exists()
     assert json.loads(read(work, "metrics/train_timing.json"))["resumed_from_step"] == 4
     # Exactly equal on CPU: same model bytes, same metrics files (evaluate is skipped as its deps match).
     for f in METRIC_FILES:
