@@ -23,10 +23,10 @@ def atomic_dir(target: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        replace_dir(tmp, target)  # inside the try: a failed rename (disk, permissions) leaves no temp either
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, target)
 
 
 def files_fingerprint(files) -> str:
@@ -109,7 +109,12 @@ def replace_dir(tmp: Path, target: Path) -> None:
     old = target.parent / f".{target.name}.old-{os.getpid()}"
     if target.exists():
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old.exists() and not target.exists():
+            os.replace(old, target)  # the previous output goes back in place
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

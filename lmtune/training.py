@@ -139,6 +139,11 @@ def fingerprint(tp: TrainParams, seed: int, inputs: list[Path]) -> str:
     return h.hexdigest()
 
 
+def with_world_size(fp: str, world_size: int) -> str:
+    """The number of processes changes the global batch, so a checkpoint only resumes at the same one."""
+    return hashlib.sha256(f"{fp}:world_size={world_size}".encode()).hexdigest()
+
+
 def complete_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest checkpoint that was fully written; partial ones (a kill mid-save) are removed.
 
@@ -262,8 +267,7 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     temp dir or None on other processes).
     """
     args = training_arguments(tp, seed, ckpt_dir)
-    # The number of processes changes the global batch, so a checkpoint only resumes at the same one.
-    fp = hashlib.sha256(f"{fp}:world_size={args.world_size}".encode()).hexdigest()
+    fp = with_world_size(fp, args.world_size)
     resume = resumable_checkpoint(ckpt_dir, fp) if args.process_index == 0 else None
     if args.world_size > 1:  # every process must resume from the same place
         from accelerate.utils import broadcast_object_list

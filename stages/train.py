@@ -65,8 +65,13 @@ def main() -> None:
             # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,
             # never loaded by this project, and it would make two identical runs' models/final differ.
             (final_tmp / "training_args.bin").unlink(missing_ok=True)
-            replace_dir(final_tmp, paths.FINAL)
-            replace_dir(live_tmp, paths.TRAIN_LIVE)
+            try:
+                replace_dir(final_tmp, paths.FINAL)
+                replace_dir(live_tmp, paths.TRAIN_LIVE)
+            except BaseException:  # a failed rename: the outputs stay as they were, and so does the folder around them
+                shutil.rmtree(final_tmp, ignore_errors=True)
+                shutil.rmtree(live_tmp, ignore_errors=True)
+                raise
             atomic_write_json(paths.TRAIN_METRICS, metrics)
             atomic_write_json(paths.TRAIN_TIMING, {**timing, **plan.record()})
             # Checkpoints are crash-resume scratch: once models/final is written they are never resumed (a

@@ -1,4 +1,5 @@
 """Shared test fixtures: an offline environment and a throwaway copy of the repo for `dvc repro` runs."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -102,7 +103,11 @@ def tiny_repo(tmp_path) -> Repo:
 
 @pytest.fixture(scope="session")
 def tiny_repro(tmp_path_factory) -> Repo:
-    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs."""
+    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs.
+
+    A test that changes anything (params, outputs, experiments) works on `repo_tools.copy_repo(tiny_repro, ...)`;
+    `_tiny_repro_unchanged` fails the test that does not.
+    """
     repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
     # Every stage also reports the modules it imports (stderr, merged in order with DVC's stage lines):
     # tests/test_graph.py checks them against each stage's declared deps.
@@ -111,3 +116,29 @@ def tiny_repro(tmp_path_factory) -> Repo:
     assert proc.returncode == 0, proc.stdout[-5000:]
     repo.repro_output = proc.stdout
     return repo
+
+
+def repo_state(repo: Repo) -> dict[str, str]:
+    """sha256 of every output, params and lock file, and every git ref (`dvc exp run` adds refs/exps/...)."""
+    from repo_tools import tree_hashes
+
+    state = tree_hashes(repo.path, skip=())
+    for f in ("params.yaml", "dvc.yaml", "dvc.lock"):
+        state[f] = hashlib.sha256((repo.path / f).read_bytes()).hexdigest()
+    state["git refs"] = repo.run("git", "for-each-ref").stdout
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _tiny_repro_unchanged(request):
+    """Every test that sees the shared `tiny_repro` (directly or through another fixture) leaves it as it was,
+    so no later test runs on a state some earlier test left behind."""
+    if "tiny_repro" not in request.fixturenames:
+        yield
+        return
+    repo = request.getfixturevalue("tiny_repro")
+    before = repo_state(repo)
+    yield
+    after = repo_state(repo)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the test changed the shared tiny_repro (use repo_tools.copy_repo): {changed}"

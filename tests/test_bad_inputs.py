@@ -185,11 +185,6 @@ def test_bad_input(bad_base, tmp_path, name):
         shutil.copytree(data_backup, repo.path / "data")
 
 
-def test_matrix_has_at_least_15_distinct_cases():
-    assert len(CASES) >= 15
-    assert len({(c.stage, tuple(c.expect)) for c in CASES.values()}) == len(CASES)
-
-
 def test_bad_input_through_dvc_repro_is_one_line_and_non_zero(bad_base, tmp_path):
     repo = copy_repo(bad_base, tmp_path / "repo")
     repo.set_params({"data": {"validation_file": str(write(tmp_path / "latin1.txt", b"caf\xe9\n"))}})

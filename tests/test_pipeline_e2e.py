@@ -5,7 +5,12 @@ import re
 
 import datasets
 import pytest
+import torch
+import yaml
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from repo_tools import copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +46,41 @@ def test_repro_writes_every_out(tiny_repro):
     # A random-init model starts near log(50257) = 10.8 nats; 8 steps at lr 1e-3 must bring it down.
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
     export = root / "models/export"
-    assert load_file(export / "model.safetensors")
-    for f in ("tokenizer.json", "generation_config.json", "README.md", "samples.json", "config.json"):
-        assert (export / f).is_file(), f
-    samples = json.loads((export / "samples.json").read_text())
-    assert {s["strategy"] for s in samples} == {"greedy", "temperature", "top_k", "top_p"}
     card = (export / "README.md").read_text()
     assert "data/raw" in card and "models/base" in card  # dvc.lock hashes of its inputs
     assert (root / "metrics/train/plots/metrics/loss.tsv").is_file()  # dvclive curve (per logged step)
+
+
+def test_export_is_the_trained_model_with_a_working_tokenizer_and_real_samples(tiny_repro):
+    """The export's content, not only its files: models/final's weights, the base tokenizer, the generation
+    settings from params, and samples that transformers alone reproduces from the exported folder."""
+    root = tiny_repro.path
+    export, final = root / "models/export", root / "models/final"
+    exported, trained = load_file(export / "model.safetensors"), load_file(final / "model.safetensors")
+    assert exported.keys() == trained.keys() and all(torch.equal(exported[k], trained[k]) for k in trained)
+    base = load_file(root / "models/base/model.safetensors")
+    assert any(not torch.equal(exported[k], base[k]) for k in base)  # trained, not the base re-saved
+
+    text = "My fellow Americans, caf\u00e9 \u2014 1790\u20132026!\n"
+    tok, base_tok = AutoTokenizer.from_pretrained(export), AutoTokenizer.from_pretrained(root / "models/base")
+    ids = tok(text)["input_ids"]
+    assert ids == base_tok(text)["input_ids"] and tok.decode(ids) == text
+    assert (tok.eos_token_id, tok.pad_token_id) == (base_tok.eos_token_id, base_tok.pad_token_id) == (50256, 50256)
+
+    gp = yaml.safe_load((root / "params.yaml").read_text())["generate"]
+    gen = GenerationConfig.from_pretrained(export)
+    assert (gen.max_new_tokens, gen.top_p, gen.do_sample, gen.eos_token_id) == (gp["max_new_tokens"], gp["top_p"], True, 50256)
+
+    samples = json.loads((export / "samples.json").read_text())
+    strategies = ["greedy", "temperature", "top_k", "top_p"]
+    assert [(s["prompt"], s["strategy"]) for s in samples] == [(p, st) for p in gp["prompts"] for st in strategies]
+    assert all(s["text"].strip() for s in samples), samples
+    model = AutoModelForCausalLM.from_pretrained(export, use_safetensors=True).eval()
+    for s in (s for s in samples if s["strategy"] == "greedy"):
+        enc = tok(s["prompt"], return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=gp["max_new_tokens"], pad_token_id=50256)
+        assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == s["text"], s
 
 
 def test_repro_again_is_a_noop(tiny_repro):
@@ -69,19 +101,18 @@ def test_generate_command_and_report(tiny_repro):
     assert "base" in report and "tuned" in report and "models/export" in report
 
 
-def test_tokenize_param_change_reruns_from_tokenize(tiny_repro):
-    repo = tiny_repro
+def test_tokenize_param_change_reruns_from_tokenize(tiny_repro, tmp_path):
+    repo = copy_repo(tiny_repro, tmp_path / "repo")
     params = repo.params
     params["tokenize"]["eos_between_documents"] = False
     repo.set_params(params)
     changed = set(json.loads(repo.dvc("status", "--json").stdout))
     # export records every params section in the model card; chunk..evaluate follow via their data deps.
     assert changed == {"tokenize", "export"}, changed
-    repo.run("git", "checkout", "--", "params.yaml")
 
 
-def test_train_param_change_reruns_only_train_onwards(tiny_repro):
-    repo = tiny_repro
+def test_train_param_change_reruns_only_train_onwards(tiny_repro, tmp_path):
+    repo = copy_repo(tiny_repro, tmp_path / "repo")
     out = repo.dvc("exp", "run", "-S", "train.learning_rate=5e-4").stdout
     ran = set(re.findall(r"Running stage '(\w+)'", out))
     assert ran == {"train", "evaluate", "export"}, out

@@ -286,6 +286,53 @@ def check_classifier(repo, name):
     return ev
 
 
+# Merging computes W + scale * B @ A once instead of adding x @ A.T @ B.T * scale at every layer: float32
+# rounding, measured at 3e-8 on the rte logits. Dropping the LoRA delta (`unload()` instead of
+# `merge_and_unload()`) moves them by ~2e-3 after the 2 training steps, so 1e-5 tells the two apart.
+MERGE_TOL = 1e-5
+
+
+def check_lora_export(root, lora: dict) -> None:
+    """The merged export against the adapter it came from, with transformers and peft only (not lmtune's
+    loaders, which evaluate and export share): the same logits as the unmerged PeftModel on the validation
+    examples, and weights that are the base's plus exactly the adapters' delta."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    export = AutoModelForSequenceClassification.from_pretrained(root / "models/export", use_safetensors=True).eval()
+    cfg = export.config
+
+    def base():
+        return AutoModelForSequenceClassification.from_pretrained(
+            root / "models/base", use_safetensors=True, num_labels=cfg.num_labels, pad_token_id=cfg.pad_token_id)
+
+    unmerged = PeftModel.from_pretrained(base(), root / "models/final").eval()
+    # What the bug the tolerance must catch exports: the trained head kept, the LoRA delta dropped.
+    dropped = PeftModel.from_pretrained(base(), root / "models/final").unload().eval()
+    val = datasets.load_from_disk(root / "data/chunks")["validation"].with_format("torch")[:]
+    x = {"input_ids": val["input_ids"].long(), "attention_mask": val["attention_mask"].long()}
+    with torch.no_grad():
+        merged_logits, adapter_logits, no_lora_logits = export(**x).logits, unmerged(**x).logits, dropped(**x).logits
+    assert merged_logits.shape == (len(val["input_ids"]), cfg.num_labels)
+    err, lora_effect = (merged_logits - adapter_logits).abs().max(), (adapter_logits - no_lora_logits).abs().max()
+    assert err < MERGE_TOL < lora_effect, (err, lora_effect)  # the adapters matter here, and the merge keeps them
+
+    # Weights: c_attn = base + (alpha / r) * (B @ A)^T (GPT-2's Conv1D stores W as in x out); all else as the base.
+    merged = load_file(root / "models/export/model.safetensors")
+    plain = load_file(root / "models/base/model.safetensors")
+    adapter = {k.removeprefix("base_model.model."): v for k, v in load_file(root / "models/final/adapter_model.safetensors").items()}
+    scale = lora["alpha"] / lora["r"]
+    targets = [k.removesuffix(".lora_A.weight") for k in adapter if k.endswith(".lora_A.weight")]
+    assert targets and all(t.rsplit(".", 1)[-1] in lora["target_modules"] for t in targets)
+    for t in targets:
+        delta = scale * (adapter[f"{t}.lora_B.weight"] @ adapter[f"{t}.lora_A.weight"]).T
+        assert delta.abs().max() > 0, t  # trained: B starts at zero
+        assert torch.allclose(merged[f"{t}.weight"], plain[f"{t}.weight"] + delta, atol=1e-7, rtol=0), t
+    untouched = [k for k in plain if k in merged and k.removesuffix(".weight") not in targets]
+    assert untouched and all(torch.equal(merged[k], plain[k]) for k in untouched)
+    assert torch.equal(merged["score.weight"], adapter["score.weight"])  # the trained head (modules_to_save)
+
+
 @pytest.mark.slow
 def test_rte_lora_end_to_end(clf_repo):
     run_recipe(clf_repo, "rte")
@@ -310,6 +357,7 @@ def test_rte_lora_end_to_end(clf_repo):
     assert any("lora_A" in k for k in adapter_keys) and any("score" in k for k in adapter_keys)
     merged = load_file(root / "models/export/model.safetensors")
     assert not any("lora" in k for k in merged) and "score.weight" in merged
+    check_lora_export(root, clf_repo.params["lora"])
     # a reloaded export gives the same eval numbers, with transformers alone and via the adapter
     code = f"""
 import json, datasets, transformers

