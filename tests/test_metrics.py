@@ -240,3 +240,33 @@ def test_accuracy_is_exact_when_most_rows_are_correct():
     _, n_correct, n_tokens = causal_lm_batch_stats(logits, labels)
     assert n_correct == int((logits[:, :-1].argmax(-1) == labels[:, 1:]).sum())
     assert n_tokens == 16
+
+
+def test_bits_per_byte_on_a_fixed_text_equals_the_hand_computation():
+    """Summed next-token NLL (nats) / ln 2 / UTF-8 bytes of the scored tokens, computed here by hand with
+    the model's own logits and the decoded text (multi-byte characters included)."""
+    import math
+    import tempfile
+    from pathlib import Path
+
+    import transformers
+
+    from lmtune import metrics
+    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_gpt2_tokenizer(Path(tmp))
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=64)).eval()
+    text = "Naïve café — 日本語: the Union is strong."
+    ids = tok(text)["input_ids"]
+    out = metrics.evaluate_causal_lm(model, [{"input_ids": torch.tensor(ids)}], 1,
+                                     byte_lengths=metrics.token_byte_lengths(tok))
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
+    nll = -sum(logp[t, ids[t + 1]].item() for t in range(len(ids) - 1))
+    n_bytes = len(tok.decode(ids[1:]).encode("utf-8"))  # position 0 is never a target
+    assert out["n_bytes"] == n_bytes == len(text.encode("utf-8")) - len(tok.decode(ids[:1]).encode("utf-8"))
+    assert out["bits_per_byte"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-6)
+    assert out["blocks"]["n_tokens"] == [len(ids) - 1] and out["blocks"]["n_bytes"] == [n_bytes]
