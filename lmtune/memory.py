@@ -529,6 +529,8 @@ class RunMarker:
     def write(self) -> None:
         from lmtune.io import atomic_write_json
 
+        if not self.enabled:  # the other processes under `accelerate launch`: the callback runs in every one
+            return
         with self._lock:
             self.state.update(memory_now(self.device), updated=time.strftime("%Y-%m-%d %H:%M:%S"))
             atomic_write_json(self.path, self.state)
