@@ -19,7 +19,7 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 # dvc.yaml's `python -m stages.X` must find the venv's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test test-fast bench gpu-check generate recipe publish compare sweep push pull remote-check clean
+.PHONY: install repro test test-fast mutation bench gpu-check generate recipe publish compare sweep push pull remote-check clean
 
 install: $(STAMP) $(PLOTS_HTML)
 
@@ -42,6 +42,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# Mutation testing of the core pure modules against the fast unit tests (not part of `make test`: ~10 min).
+# Scores and surviving mutants: tests/MUTATION.md; settings: setup.cfg [mutmut].
+mutation: install
+	$(BIN)/python tests/mutation.py
 
 bench: install
 	$(BIN)/python -m bench

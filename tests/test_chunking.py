@@ -49,10 +49,12 @@ def test_whole_blocks_are_views_of_the_input_values():
 
 
 def test_sliced_table_reads_only_its_rows():
-    docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-    table = docs_table(docs, [3]).slice(1, 2)  # a datasets.select/shard shares the parent's buffers
+    docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]]
+    table = docs_table(docs, [4]).slice(1, 2)  # a datasets.select/shard shares the parent's buffers
     assert chunking.count_values(table.column("input_ids")) == 6
+    # Rows before and after the slice share its values buffer: neither [1, 2, 3] nor [10, 11] may leak in.
     np.testing.assert_array_equal(blocks_array(chunking.concat_blocks(table.column("input_ids"), 3)), [[4, 5, 6], [7, 8, 9]])
+    np.testing.assert_array_equal(blocks_array(chunking.concat_blocks(table.column("input_ids"), 2)), [[4, 5], [6, 7], [8, 9]])
 
 
 def test_fewer_tokens_than_one_block_gives_no_blocks():
@@ -73,6 +75,9 @@ def test_sample_blocks_is_seeded_and_ordered():
     assert a.equals(chunking.sample_blocks(table, 5, seed=1))
     firsts = [row[0] for row in a.column("input_ids").to_pylist()]
     assert len(a) == 5 and firsts == sorted(firsts)
+    # Without replacement: 15 of 20 distinct rows (with replacement, 15 draws repeat one almost surely).
+    many = [row[0] for row in chunking.sample_blocks(table, 15, seed=1).column("input_ids").to_pylist()]
+    assert len(set(many)) == 15 and many == sorted(many)
     assert chunking.sample_blocks(table, 0, seed=1) is table
     assert chunking.sample_blocks(table, 20, seed=1) is table
 
