@@ -43,8 +43,8 @@ What the process may use: on CPU the smaller of the RAM the kernel reports avail
 the room left under every memory cgroup limit above this process (v2 `memory.max`, v1
 `memory.limit_in_bytes`; containers report the host's RAM through the usual APIs), each plus what the
 process already holds; shared between the processes `accelerate launch` starts on one machine. On CUDA
-the free device memory. `LMTUNE_MEMORY_LIMIT_MB` replaces the measured figure (constrained environments
-the detection misses, tests; a huge value turns the check off).
+the free device memory. `LMTUNE_MEMORY_LIMIT_MB` replaces the measured figure for each training process
+(constrained environments the detection misses, tests; a huge value turns the check off).
 """
 import contextlib
 import json
@@ -503,7 +503,8 @@ def unfinished_run(marker: Path) -> str | None:
         hint = ("; that is close to the limit, so the out-of-memory killer is the likely cause: lower train.batch_size "
                 "(raising train.gradient_accumulation_steps), chunk.block_size, or set train.gradient_checkpointing: true")
     return (f"train: the previous run (pid {m.get('pid', '?')}, started {m.get('started', '?')}) did not finish and "
-            f"left no error: killed (SIGKILL, the out-of-memory killer, power loss); {steps}{memory}{hint}")
+            f"printed no error, so it was killed (SIGKILL, e.g. by the kernel's out-of-memory killer) or lost power; "
+            f"{steps}{memory}{hint}")
 
 
 class RunMarker:

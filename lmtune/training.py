@@ -243,19 +243,28 @@ def peak_memory_mb() -> float:
 
 
 class StampOnSave(transformers.TrainerCallback):
-    """Writes the checkpoint folder's fingerprint.json with its first checkpoint, not before.
+    """Writes the checkpoint folder's fingerprint.json with the first checkpoint, not before.
 
-    Before the first checkpoint the folder is left as it was, so a run killed in its first steps leaves
-    nothing there (`dvc checkout` then finds the folder as DVC left it). A kill between a checkpoint and
-    this stamp leaves an unstamped checkpoint, which the next run discards (never resumes).
+    At the end of the step whose checkpoint the Trainer is about to save (the Trainer's own flow callback,
+    which runs first, has just set `should_save`), so the stamp is on disk before the checkpoint is: a
+    kill right after the checkpoint is complete still finds it resumable. Before that step the folder is
+    left as it was, so a run killed in its first steps writes nothing there. on_save repeats it for a
+    save that something else asked for.
     """
 
     def __init__(self, ckpt_dir: Path, record: dict):
         self.path, self.record = Path(ckpt_dir) / FINGERPRINT, record
 
-    def on_save(self, args, state, control, **kwargs):
+    def _write(self, state):
         if state.is_world_process_zero and _stamp(self.path.parent) != self.record["fingerprint"]:
             atomic_write_json(self.path, self.record)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self._write(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._write(state)
 
 
 def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str, live_dir: Path,

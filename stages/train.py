@@ -40,7 +40,7 @@ def main() -> None:
                             where.device, where.dtype, heap_slack=tuned)
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
-    if plan.auto:
+    if plan.auto and main_process:
         print(f"train: micro-batch {plan.batch_size} x {plan.gradient_accumulation_steps} accumulation steps "
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
     fp = training.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)

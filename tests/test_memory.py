@@ -284,12 +284,42 @@ def test_unfinished_run_message(tmp_path):
 def test_fingerprint_is_written_with_the_first_checkpoint_not_before(tmp_path):
     ckpts = tmp_path / "checkpoints"
     cb = training.StampOnSave(ckpts, {"fingerprint": "abc", "micro_batch_size": 2})
-    assert not ckpts.exists()  # nothing at construction (the Trainer is built before the first step)
-    (ckpts / "checkpoint-4").mkdir(parents=True)
-    state = transformers.TrainerState()
-    cb.on_save(None, state, None)
+    state, control = transformers.TrainerState(), transformers.TrainerControl()
+    cb.on_step_end(None, state, control)  # a step without a save: nothing written
+    assert not ckpts.exists()
+    control.should_save = True  # the step whose checkpoint comes next: stamped before the checkpoint's files
+    cb.on_step_end(None, state, control)
     assert json.loads((ckpts / training.FINGERPRINT).read_text()) == {"fingerprint": "abc", "micro_batch_size": 2}
     assert training._stamp(ckpts) == "abc"
+    (ckpts / training.FINGERPRINT).unlink()
+    cb.on_save(None, state, control)  # and on the save itself
+    assert training._stamp(ckpts) == "abc"
+
+
+def test_no_fingerprint_before_the_first_checkpoint_in_a_real_trainer(tmp_path):
+    """Through the Trainer: for steps 1-3 of save_steps 4 the checkpoint folder holds nothing; after step 4 it
+    holds checkpoint-4 and the stamp."""
+    import datasets
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"].update(max_steps=4, save_steps=4, logging_steps=1, batch_size=1)
+    tp = validate(raw).train
+    model = tiny_gpt2(dropout=0.0)
+    blocks = datasets.Dataset.from_dict({"input_ids": [[i % 1000 for i in range(j, j + 32)] for j in range(8)]}).with_format("numpy")
+    ckpts = tmp_path / "ckpt"
+    seen = {}
+
+    class Look(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            seen[state.global_step] = sorted(p.name for p in ckpts.rglob("*")) if ckpts.exists() else None
+
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"a": 0}, unk_token="a")))
+    training.train(model, tok, blocks, None, tp, 0, ckpts, "fp", tmp_path / "live", callbacks=[Look()])
+    # The Trainer makes its (empty) output folder at the start; nothing goes in before checkpoint-4.
+    assert sorted(seen) == [0, 1, 2, 3] and not any(seen.values()), seen
+    assert training._stamp(ckpts) is not None and (ckpts / "checkpoint-4" / "trainer_state.json").is_file()
 
 
 # --- Slow: measured peaks, and the stage through dvc ---------------------------------------------------
@@ -437,9 +467,9 @@ def test_killed_run_is_reported_then_resumed(work):
 
     out = work.dvc("repro").stdout
     note = next(line for line in out.splitlines() if "did not finish" in line)
-    assert re.search(rf"train: the previous run \(pid {left['pid']}, started .*\) did not finish and left no error: "
-                     rf"killed .*; it reached step {left['step']} of 8; last memory reading [\d,]+ MB \(peak [\d,]+ MB, "
-                     rf"limit [\d,]+ MB, estimate [\d,]+ MB", note), note
+    assert re.search(rf"train: the previous run \(pid {left['pid']}, started .*\) did not finish and printed no error, "
+                     rf"so it was killed .*out-of-memory killer.*; it reached step {left['step']} of 8; last memory reading "
+                     rf"[\d,]+ MB \(peak [\d,]+ MB, limit [\d,]+ MB, estimate [\d,]+ MB", note), note
     assert out.index(note) < out.index("resuming from")
     assert re.search(r"resuming from \S*checkpoint-4\b", out), out
     assert json.loads((work.path / "metrics/train_timing.json").read_text())["resumed_from_step"] == 4
