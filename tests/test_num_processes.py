@@ -52,6 +52,7 @@ def test_exp_run_trains_with_two_cpu_processes_and_does_not_resume_a_one_process
     assert len(rows) == 1 + 8, rows  # header + one row per logged step (logging_steps 1)
     assert (repo.path / "models/final/model.safetensors").is_file()
     assert leftovers(repo.path) == []
+    assert not (repo.path / "models/train-in-progress.json").exists()  # the run marker: rank 0's, removed at the end
     # DVC recorded the run: the params it ran with are in dvc.lock, and train is up to date.
     status = repo.dvc("status", "train", "--json").stdout.strip()
     assert status in ("{}", ""), status
