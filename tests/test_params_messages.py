@@ -1,0 +1,78 @@
+"""The exact one-line messages params.yaml problems give: what a user reads (`make mutation` found only parts
+of them checked)."""
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from lmtune import params
+from lmtune.errors import UserError
+
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def message(mutate, source=None) -> str:
+    raw = copy.deepcopy(BASE)
+    mutate(raw)
+    with pytest.raises(UserError) as e:
+        params.validate(raw) if source is None else params.validate(raw, source)
+    return str(e.value)
+
+
+def test_field_check_names_the_key_and_the_value_given():
+    assert message(lambda r: r["train"].update(batch_size="four")) == (
+        "params.yaml: 1 problem(s): train.batch_size: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'four')")
+
+
+def test_section_checks_read_without_pydantic_prefix_or_the_section_dump():
+    # A section's own validator: its message, after the section's key, without "Value error, " and without
+    # "(got {...the whole section...})".
+    assert message(lambda r: r["model"]["gpt2"].update(n_embd=30, n_head=4)) == (
+        "params.yaml: 1 problem(s): model.gpt2: n_embd (30) must be divisible by n_head (4)")
+    assert message(lambda r: r["model"].update(source="hub", name=None)) == (
+        "params.yaml: 1 problem(s): model.name is required when model.source is 'hub'")
+    # The top-level (cross-section) checks are named as such; problems are joined by "; ".
+    assert message(lambda r: r.update(task="classification"), source="p.yaml") == (
+        "p.yaml: 1 problem(s): (top level): flatten.label_names must list at least 2 class names when task is "
+        "'classification'; chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+
+
+def test_several_problems_are_joined_in_one_line():
+    msg = message(lambda r: (r["train"].update(batch_size=0), r["chunk"].update(block_size=0)))
+    assert msg.startswith("params.yaml: 2 problem(s): ") and "\n" not in msg
+    problems = msg.removeprefix("params.yaml: 2 problem(s): ").split("; ")
+    assert sorted(p.split(":")[0] for p in problems) == ["chunk.block_size", "train.batch_size"]
+
+
+def test_load_names_the_file_in_every_message(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text(yaml.safe_dump({**BASE, "seed": "x"}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"^mine\.yaml: 1 problem\(s\): seed: "):
+        params.load(f)
+    f.write_text("- a\n- b\n")
+    with pytest.raises(UserError) as e:
+        params.load(f)
+    assert str(e.value) == f"{f}: expected a mapping of sections at the top level"
+    f.write_text("train: [unclosed\n")
+    with pytest.raises(UserError) as e:
+        params.load(f)
+    with pytest.raises(yaml.YAMLError) as parse:
+        yaml.safe_load(f.read_text())
+    # yaml's own multi-line message (it names the line and column), folded into one line
+    assert str(e.value) == f"{f}: not valid YAML: {' '.join(str(parse.value).split())}" and "line 1" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2/", "/gpt2", "my_corpus"])
+def test_hub_id_without_namespace_even_with_a_stray_slash(name):
+    msg = message(lambda r: r["data"].update(source="hub", name=name))
+    # (the known-move hint is looked up by the id as written: "gpt2/" gets the general one)
+    hint = "use 'openai-community/gpt2'" if name == "gpt2" else "use the repo's 'namespace/name' id as shown on its hub page"
+    assert msg == (f"params.yaml: 1 problem(s): data.name: hub id {name!r} has no namespace; huggingface_hub rejects "
+                   f"single-segment ids ('namespace/name' required), {hint}")
+
+
+@pytest.mark.parametrize("name", ["nyu-mll/glue", "someone/X", "/someone/model/"])
+def test_namespaced_hub_ids_pass(name):
+    assert params.hub_id_problem("data.name", name) is None
