@@ -57,7 +57,8 @@ def test_train_stage_under_accelerate_launch_two_cpu_processes(tiny_repro, tmp_p
 
     shutil.rmtree(repo.path / "models/checkpoints", ignore_errors=True)
     # train.batch_size is per process: 2 processes x 2 = the single run's global batch of 4.
-    repo.set_params({"train": {"batch_size": 2}})
+    # train.num_processes states the world size the launcher starts (the stage refuses a mismatch).
+    repo.set_params({"train": {"batch_size": 2, "num_processes": 2}})
     ranks = tmp_path / "ranks"
     ranks.mkdir()
     proc = repo.run(str(VENV_BIN / "accelerate"), *LAUNCH, str(ROOT / "tests/train_ranks.py"), str(ranks))
