@@ -2,11 +2,11 @@
 `train.*` experiment adds about one weights file to disk, and an identical run is restored from DVC's
 run-cache instead of training again (checkpoints are scratch, not a `persist` output)."""
 import json
-import os
 import re
 
 import pytest
 
+from bench.experiment import disk_bytes  # each inode once: a hardlinked output and its cache file are one copy
 from repo_tools import copy_repo
 
 pytestmark = pytest.mark.slow
@@ -21,20 +21,6 @@ def exp_repo(tiny_repro, tmp_path_factory):
 
 def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '(\w+)'", out))
-
-
-def disk_bytes(root) -> int:
-    """Bytes on disk under the repo (outputs, DVC cache, metrics; not .git), each inode counted once:
-    a hardlinked output and its cache file are one copy."""
-    seen, total = set(), 0
-    for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if x != ".git"]
-        for f in files:
-            st = os.lstat(os.path.join(d, f))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
 
 
 def test_train_experiment_skips_the_base_and_adds_about_one_weights_file(exp_repo):
