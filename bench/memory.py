@@ -92,16 +92,9 @@ def bench_model(label: str, model_dir: Path, shapes: list[tuple[int, int]], step
 
 def tiny_gpt2_long(dest: Path) -> Path:
     """params.yaml's tiny GPT-2 shape with 1,024 positions (the 1 x 1,024 row needs them)."""
-    from lmtune import models, params
+    from bench.train import tiny_gpt2
 
-    p = params.load()
-    arch = p.model.gpt2.model_copy(update={"n_positions": 1024})
-    model, tok = models.gpt2_from_config(arch, p.seed)
-    tok.pad_token = tok.eos_token
-    model.config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(dest)
-    tok.save_pretrained(dest)
-    return dest
+    return tiny_gpt2(dest, n_positions=1024)
 
 
 if __name__ == "__main__":

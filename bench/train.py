@@ -186,12 +186,14 @@ def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, s
     return rows
 
 
-def tiny_gpt2(dest: Path) -> Path:
-    """A fresh GPT-2 of params.yaml's model.gpt2 shape with GPT-2's real BPE, saved like models/base."""
+def tiny_gpt2(dest: Path, n_positions: int | None = None) -> Path:
+    """A fresh GPT-2 of params.yaml's model.gpt2 shape (optionally with more positions) with GPT-2's real
+    BPE, saved like models/base."""
     from lmtune import models, params
 
     p = params.load()
-    model, tok = models.gpt2_from_config(p.model.gpt2, p.seed)
+    arch = p.model.gpt2 if n_positions is None else p.model.gpt2.model_copy(update={"n_positions": n_positions})
+    model, tok = models.gpt2_from_config(arch, p.seed)
     tok.pad_token = tok.eos_token
     model.config.pad_token_id = tok.pad_token_id
     model.save_pretrained(dest)
