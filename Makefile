@@ -37,11 +37,16 @@ repro: install
 	$(BIN)/dvc repro
 	$(BIN)/python -m lmtune.report
 
+# Tests run in TEST_JOBS pytest-xdist workers; --dist loadfile keeps each file (and its module fixtures,
+# whose tests build on each other) in one worker. Most of a slow test is single-threaded Python
+# (DVC, imports, subprocesses), so two workers use this 2-core machine's second core.
+TEST_JOBS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow" tests
 
 # Mutation testing of the core pure modules against the fast unit tests (not part of `make test`: ~10 min).
 # Scores and surviving mutants: tests/MUTATION.md; settings: setup.cfg [mutmut].

@@ -48,6 +48,14 @@ DESC = "display only: the progress bar's label, in no output"
 STATE = "trainer_state.json always holds global_step and max_steps (the Trainer writes both): the defaults never apply"
 GREATER = ("with load_best_model_at_end and a metric ending in 'loss', TrainingArguments sets greater_is_better "
            "False itself")
+INT_COUNT = "a float32 count of correct tokens is exact below 2**24 and int() reads it back the same"
+TWO_D = "the rows here are 2-D (rows x vocabulary or labels): dim +1 is dim -1"
+RIGHT_PAD = ("padding is on the right and causal attention only looks left: real positions never see the pads, "
+             "and padded positions are not scored (their labels come from the collate's mask)")
+RIGHT_PAD_CLF = ("padding is on the right and causal attention only looks left; the classifier reads the last "
+                 "non-pad position, which never sees the pads")
+ON_CPU = ("the fast tests run on the CPU, where every tensor already is; bench/gpu_check.py evaluates on CUDA "
+          "(bench/GPU_RESULTS.md)")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "lmtune.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
     "lmtune.chunking.x_sample_blocks__mutmut_9": (
@@ -95,6 +103,23 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "lmtune.training.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
     "lmtune.training.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),
     "lmtune.training.x_write_curves__mutmut_6": ("report", "dvclive's default report is None"),
+    **{f"lmtune.metrics.x__loader__mutmut_{i}": ("shuffle", "DataLoader's shuffle defaults to False, and None is false")
+       for i in (9, 13)},
+    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": (
+        "rows", "the CPU chunk size only changes how many rows one pass takes, not a number (each row's loss is its own)")
+       for i in (27, 28, 33, 36)},
+    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("dtype", INT_COUNT) for i in (46, 49)},
+    "lmtune.metrics.x_causal_lm_batch_stats__mutmut_68": ("ignore_index", "torch's cross_entropy ignores -100 by default"),
+    "lmtune.metrics.x_causal_lm_batch_stats__mutmut_93": (
+        "|", "an unscored row let in has target -100, which no argmax equals: it adds no correct prediction"),
+    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("+1", TWO_D) for i in (104, 110)},
+    "lmtune.metrics.x_evaluate_classifier__mutmut_23": ("+1", TWO_D),
+    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("F.pad", "each row's token and byte sums do not depend on "
+       "where its -100 padding sits") for i in (74, 75)},
+    "lmtune.metrics.x_evaluate_causal_lm__mutmut_1": ("pad_token_id", RIGHT_PAD),
+    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("attention_mask", RIGHT_PAD) for i in (38, 40)},
+    **{f"lmtune.metrics.x_evaluate_classifier__mutmut_{i}": ("attention_mask", RIGHT_PAD_CLF) for i in (13, 15, 18, 19, 20)},
+    "lmtune.metrics.x_token_byte_lengths__mutmut_29": ("char_bytes", "only membership in char_bytes is read, not its values"),
     **{f"lmtune.training.x_write_curves__mutmut_{i}": (
         "missing_ok", "dvclive always writes metrics.json on exit, so the file is there to remove") for i in (37, 42)},
 }
@@ -104,6 +129,9 @@ NOT_KILLED: dict[str, tuple[str, str]] = {
         "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (6, 12)},
     **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": (
         "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (10, 16)},
+    **{f"lmtune.metrics.x__run_eval__mutmut_{i}": ("device", ON_CPU) for i in (1, 11, 12, 13, 14)},
+    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("device", ON_CPU) for i in (13, 40, 43, 47, 50, 85, 88)},
+    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("device", ON_CPU) for i in (46, 49)},
     "lmtune.training.x_training_arguments__mutmut_69": (
         "disable_tqdm", "without it TrainingArguments disables tqdm when logging is above WARNING, as under pytest; "
         "only a terminal run shows the difference"),

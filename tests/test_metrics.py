@@ -230,7 +230,12 @@ def test_accuracy_matches_argmax_including_ties():
     assert n_correct == int((logits[:, :-1].argmax(-1) == labels[:, 1:])[keep].sum())
 
 
-def test_accuracy_is_exact_when_most_rows_are_correct():
+@pytest.mark.parametrize("chunk_rows", [None, 3])  # None: one CPU chunk; 3: correct rows in every chunk
+def test_accuracy_is_exact_when_most_rows_are_correct(chunk_rows, monkeypatch):
+    from lmtune import metrics
+
+    if chunk_rows:
+        monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", chunk_rows * 4 * 7)
     torch.manual_seed(3)
     logits = torch.randn(2, 9, 7)
     labels = torch.cat([torch.zeros(2, 1, dtype=torch.long), logits[:, :-1].argmax(-1)], dim=1)  # all correct
@@ -270,3 +275,194 @@ def test_bits_per_byte_on_a_fixed_text_equals_the_hand_computation():
     assert out["n_bytes"] == n_bytes == len(text.encode("utf-8")) - len(tok.decode(ids[:1]).encode("utf-8"))
     assert out["bits_per_byte"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-6)
     assert out["blocks"]["n_tokens"] == [len(ids) - 1] and out["blocks"]["n_bytes"] == [n_bytes]
+
+
+# --- Per-block rows, pass-through arguments and helpers (holes found by `make mutation`, tests/MUTATION.md) ---
+
+def _reference_blocks(model, data, byte_lengths):
+    """Each item alone (batch 1, one full-vocabulary log-softmax in float64): its summed NLL, scored tokens,
+    their bytes and correct argmax predictions. Independent of batching, padding and the CPU row chunks."""
+    rows = []
+    with torch.no_grad():
+        for d in data:
+            ids = torch.as_tensor(d["input_ids"])[None]
+            labels = torch.as_tensor(d.get("labels", d["input_ids"]))[None]
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+            target = labels[0, 1:]
+            keep = target != -100
+            nll = -logp[keep.nonzero()[:, 0], target[keep]]
+            rows.append((math.fsum(nll.tolist()), int(keep.sum()), int(byte_lengths[target[keep]].sum()),
+                         int((logp.argmax(-1)[keep] == target[keep]).sum())))
+    return rows
+
+
+def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
+    """Unequal lengths, masked labels (instruction-style) and a scored token id 0, in batches of 2 whose
+    logits are cut into CPU chunks of 5 rows (not a multiple of the sequence length): every item's row, the
+    totals and the accuracy equal the item-by-item reference."""
+    from lmtune import metrics
+
+    model = _tiny_gpt2()
+    torch.manual_seed(4)
+    data = []
+    for n in (7, 12, 5, 9, 11):
+        ids = torch.randint(0, 100, (n,))
+        ids[2] = 0  # a scored target with id 0: its bytes are byte_lengths[0]
+        labels = ids.clone()
+        labels[: n // 3] = -100  # a prompt: not scored
+        data.append({"input_ids": ids.tolist(), "labels": labels.tolist()})
+    byte_lengths = torch.randint(1, 5, (100,))
+    byte_lengths[0] = 9  # unlike every other id, so a wrong index shows
+    monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", 5 * 4 * 100)  # 5 rows of 100 float32 logits
+    out = metrics.evaluate_causal_lm(model, data, 2, pad_token_id=99, byte_lengths=byte_lengths)
+
+    ref = _reference_blocks(model, data, byte_lengths)
+    blocks = out["blocks"]
+    assert blocks["n_tokens"] == [r[1] for r in ref] and blocks["n_bytes"] == [r[2] for r in ref]
+    assert blocks["nll"] == pytest.approx([r[0] for r in ref], rel=1e-6)
+    assert out["n_tokens"] == sum(r[1] for r in ref) and out["n_bytes"] == sum(r[2] for r in ref)
+    assert out["loss"] == pytest.approx(math.fsum(r[0] for r in ref) / out["n_tokens"], rel=1e-6)
+    assert out["accuracy"] == sum(r[3] for r in ref) / out["n_tokens"]
+
+
+def test_batch_nll_is_summed_in_float64():
+    """The batch's NLL sum is float64: 4,000 per-token terms summed in float32 drift by ~1e-6 relative."""
+    torch.manual_seed(5)
+    logits, labels = torch.randn(4, 1001, 50), torch.randint(0, 50, (4, 1001))
+    nll_sum, _, n_tokens = causal_lm_batch_stats(logits, labels)
+    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1), reduction="none")
+    assert n_tokens == 4000
+    assert nll_sum == pytest.approx(math.fsum(per_token.double().tolist()), rel=1e-12)
+
+
+def test_bits_per_byte_is_null_when_no_scored_token_has_bytes():
+    model = _tiny_gpt2()
+    out = evaluate_causal_lm(model, [{"input_ids": [1, 2, 3]}], 1, byte_lengths=torch.zeros(100, dtype=torch.long))
+    assert out["n_bytes"] == 0 and out["bits_per_byte"] is None
+
+
+def test_arguments_reach_the_loader_the_forward_pass_and_the_progress_bar(monkeypatch):
+    """batch_size, collate_fn, autocast and desc are used, for the LM and the classifier evaluation alike."""
+    from lmtune import metrics
+    from transformers import GPT2ForSequenceClassification
+
+    seen = {"sizes": [], "autocast": 0, "desc": []}
+
+    def collate(items):
+        seen["sizes"].append(len(items))
+        return metrics.pad_collate(items, pad_token_id=0)
+
+    class Autocast:
+        def __enter__(self):
+            seen["autocast"] += 1
+
+        def __exit__(self, *exc):
+            return False
+
+    def progress(loader, desc):
+        seen["desc"].append(desc)
+        return loader
+
+    monkeypatch.setattr(metrics, "_progress", progress)
+    lm = _tiny_gpt2()
+    data = [{"input_ids": list(range(1, 9)), "label": i % 2} for i in range(5)]
+    metrics.evaluate_causal_lm(lm, [{"input_ids": d["input_ids"]} for d in data], 2, collate_fn=collate,
+                               autocast=Autocast, desc="lm")
+    torch.manual_seed(0)
+    clf = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, n_positions=64,
+                                                   num_labels=2, pad_token_id=0)).eval()
+    metrics.evaluate_classifier(clf, data, 2, 2, collate_fn=collate, autocast=Autocast, desc="clf")
+    assert seen == {"sizes": [2, 2, 1] * 2, "autocast": 2, "desc": ["lm", "clf"]}
+
+
+def test_classifier_rows_are_each_example_alone_in_order_with_the_default_padding():
+    """Unequal lengths padded with the default pad id 0, which is the model's pad id: every prediction
+    equals the example run alone, in dataset order across batches."""
+    from transformers import GPT2ForSequenceClassification
+
+    from lmtune.metrics import evaluate_classifier
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, n_positions=64,
+                                                     num_labels=3, pad_token_id=0)).eval()
+    data = [{"input_ids": torch.randint(1, 100, (n,)).tolist(), "label": n % 3} for n in (4, 9, 6, 3, 8, 5, 7)]
+    with torch.no_grad():
+        alone = [int(model(input_ids=torch.tensor([d["input_ids"]])).logits.argmax(-1)) for d in data]
+    assert len(set(alone)) > 1  # predictions that differ, so a misplaced row shows
+    out = evaluate_classifier(model, data, 3, 3)
+    assert out["blocks"] == {"label": [d["label"] for d in data], "pred": alone}
+
+
+def test_pad_collate_pads_each_key_with_its_own_value_and_masks_only_when_lengths_differ():
+    from lmtune.metrics import pad_collate
+
+    items = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "label": 1}, {"input_ids": [8], "labels": [8], "label": 0}]
+    batch = pad_collate(items)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]  # the default pad id is 0
+    assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]  # never scored
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["label"].tolist() == [1, 0]
+    assert pad_collate(items, pad_token_id=7)["input_ids"].tolist() == [[5, 6, 7], [8, 7, 7]]
+    assert "attention_mask" not in pad_collate([{"input_ids": [1, 2]}, {"input_ids": [3, 4]}])  # nothing padded
+    given = [{"input_ids": [1, 2], "attention_mask": [0, 1]}, {"input_ids": [3], "attention_mask": [1]}]
+    assert pad_collate(given)["attention_mask"].tolist() == [[0, 1], [1, 0]]  # a given mask is kept, padded with 0
+    assert pad_collate([{"label": 1}, {"label": 2}])["label"].tolist() == [1, 2]  # no input_ids: no mask
+
+
+def test_progress_bar_only_on_a_terminal_and_only_with_a_description(monkeypatch):
+    from tqdm.auto import tqdm
+
+    from lmtune import metrics
+
+    loader = [1, 2, 3]
+    monkeypatch.setattr(metrics.sys.stderr, "isatty", lambda: False, raising=False)
+    assert metrics._progress(loader, "eval") is loader
+    monkeypatch.setattr(metrics.sys.stderr, "isatty", lambda: True, raising=False)
+    assert metrics._progress(loader, None) is loader
+    bar = metrics._progress(loader, "eval")
+    try:
+        assert isinstance(bar, tqdm) and (bar.desc, bar.unit, bar.leave) == ("eval", "batch", False)
+        assert list(bar) == loader
+    finally:
+        bar.close()
+
+
+class _WordTokenizer:
+    """A tokenizer without a byte-level decoder (no backend_tokenizer at all): special id 0 first, then
+    pieces whose text is not the piece itself."""
+    all_special_ids = [0, 3]
+    _pieces = ["<s>", "ab", "c", "</s>", "é", None]
+    _text = {1: "xyz", 2: "c", 4: "é", 5: "q"}
+
+    def __len__(self):
+        return len(self._pieces)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self._pieces[i] for i in ids]
+
+    def decode(self, ids, clean_up_tokenization_spaces=False):
+        return "".join(self._text[i] for i in ids)
+
+
+def test_token_byte_lengths_without_a_byte_level_decoder_uses_each_token_decoded():
+    from lmtune.metrics import token_byte_lengths
+
+    out = token_byte_lengths(_WordTokenizer())
+    # special ids and ids without a piece count 0; the rest are the UTF-8 bytes of their decoded text
+    assert out.dtype == torch.long and out.tolist() == [0, 3, 1, 0, 2, 0]
+
+
+def test_token_byte_lengths_of_gpt2_bpe_count_pieces_and_zero_for_eos():
+    import tempfile
+    from pathlib import Path
+
+    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+    from lmtune.metrics import token_byte_lengths
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = build_gpt2_tokenizer(Path(tmp))
+    out = token_byte_lengths(tok)
+    assert out.dtype == torch.long and out[tok.eos_token_id] == 0
+    for text in ("!", " the", " café", "日本"):
+        ids = tok(text)["input_ids"]
+        assert int(out[ids].sum()) == len(text.encode("utf-8")), text

@@ -1,7 +1,6 @@
 """The tiny end-to-end `dvc repro`: 2-layer GPT-2 from config, GPT-2's real BPE, fixture text."""
 import json
 import math
-import re
 
 import datasets
 import pytest
@@ -111,12 +110,4 @@ def test_tokenize_param_change_reruns_from_tokenize(tiny_repro, tmp_path):
     assert changed == {"tokenize", "export"}, changed
 
 
-def test_train_param_change_reruns_only_train_onwards(tiny_repro, tmp_path):
-    repo = copy_repo(tiny_repro, tmp_path / "repo")
-    out = repo.dvc("exp", "run", "-S", "train.learning_rate=5e-4").stdout
-    ran = set(re.findall(r"Running stage '(\w+)'", out))
-    assert ran == {"train", "evaluate", "export"}, out
-    for stage in ("download", "flatten", "tokenize", "chunk"):
-        assert f"Stage '{stage}' didn't change, skipping" in out, out
-    shown = repo.dvc("exp", "show", "--json").stdout
-    assert "0.0005" in shown or "5e-4" in shown or "5e-04" in shown
+# A train.* experiment reruns train, evaluate and export only: tests/test_experiments.py.

@@ -5,7 +5,6 @@ from a complete, consistent set of outputs and none changes what another sees.
 """
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import textwrap
 import pytest
 import yaml
 
-from conftest import ROOT, Repo, make_repo
+from conftest import ROOT, Repo
 from lmtune import training
 from lmtune.params import validate
 from repo_tools import copy_repo, kill_when, leftovers, python_stage, tree_hashes
