@@ -23,6 +23,10 @@ OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
 }
 os.environ.update(OFFLINE_ENV)
+# pytest-xdist's workers (make test) set COLUMNS=80 and LINES=24; commands run by the tests must see what any
+# non-terminal run sees (lmtune.compare sizes its table from COLUMNS), not the test runner's choice.
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
 
 # The tiny end-to-end setting: a 2-layer GPT-2 from config with GPT-2's real BPE, on fixture text.
 TINY = {

@@ -62,7 +62,7 @@ def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
     runs = runs_of(repo)
     assert len(runs) == 3 and sorted(r["lr"] for r in runs.values()) == sorted([1e-3, *map(float, LRS)])
     text = first["compare.txt"].decode()
-    assert text in out and max(map(len, text.splitlines())) <= 100, text
+    assert text in out and max(map(len, text.splitlines())) <= 100, (text, out)
     header = text.splitlines()[2]
     assert "learning_rate" in header and "perplexity [95% CI]" in header
     assert "batch_size" not in header  # only the params that differ

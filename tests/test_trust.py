@@ -93,7 +93,7 @@ def test_checkpoint_fingerprint_covers_params_seed_and_data_bytes(tmp_path):
     fp = training.fingerprint(tp, 1, [data])
     assert training.fingerprint(tp, 1, [data]) == fp
     assert training.fingerprint(tp, 2, [data]) != fp  # seed
-    assert training.fingerprint(tp.model_copy(update={"learning_rate": 2e-4}), 1, [data]) != fp  # params
+    assert training.fingerprint(tp.model_copy(update={"learning_rate": 2 * tp.learning_rate}), 1, [data]) != fp  # params
     (data / "a.arrow").write_bytes(b"\x00" * 63 + b"\x01")
     assert training.fingerprint(tp, 1, [data]) != fp  # one byte of data
 
