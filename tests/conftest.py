@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmtune.recipe import deep_update
+from tests.tiny import TINY  # the repo root is on sys.path: pytest.ini's pythonpath
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VENV_BIN = Path(sys.executable).parent
@@ -27,25 +30,6 @@ os.environ.update(OFFLINE_ENV)
 # non-terminal run sees (lmtune.compare sizes its table from COLUMNS), not the test runner's choice.
 for _var in ("COLUMNS", "LINES"):
     os.environ.pop(_var, None)
-
-# The tiny end-to-end setting: a 2-layer GPT-2 from config with GPT-2's real BPE, on fixture text.
-TINY = {
-    "model": {"source": "gpt2_config", "gpt2": {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 128}},
-    "data": {"source": "files", "train_file": "tests/fixtures/sotu_small/train.txt",
-             "validation_file": "tests/fixtures/sotu_small/valid.txt"},
-    "chunk": {"block_size": 64, "max_train_blocks": 0, "max_validation_blocks": 0},
-    "train": {"max_steps": 8, "batch_size": 4, "save_steps": 4, "logging_steps": 1, "learning_rate": 1.0e-3},
-    "evaluate": {"batch_size": 8},
-    "generate": {"max_new_tokens": 8},
-}
-
-
-def deep_update(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
 
 class Repo:
     """A git + DVC copy of the project in a temp dir, with the venv on PATH."""
