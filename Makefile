@@ -30,12 +30,12 @@ $(STAMP): requirements.txt requirements-assets.txt
 	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 
-$(PLOTS_HTML): $(STAMP) lmtune/plots_template.py
-	$(BIN)/python -m lmtune.plots_template $@
+$(PLOTS_HTML): $(STAMP) lmtune/cli/plots_template.py
+	$(BIN)/python -m lmtune.cli.plots_template $@
 
 repro: install
 	$(BIN)/dvc repro
-	$(BIN)/python -m lmtune.report
+	$(BIN)/python -m lmtune.cli.report
 
 # Tests run in TEST_JOBS pytest-xdist workers; --dist loadfile keeps each file (and its module fixtures,
 # whose tests build on each other) in one worker. Most of a slow test is single-threaded Python
@@ -62,24 +62,24 @@ gpu-check: install
 	$(BIN)/python -m bench.gpu_check $(ARGS)
 
 generate: install
-	$(BIN)/python -m lmtune.generate --prompt "$(PROMPT)"
+	$(BIN)/python -m lmtune.cli.generate --prompt "$(PROMPT)"
 
 # A seed recipe as a named DVC experiment (recipes/README.md): make recipe NAME=eli5 [ARGS="-S train.epochs=1"]
 # Recipes fetch their model and dataset from the hub, so this target lifts the offline switches.
 recipe: install
 	@test -n "$(NAME)" || { echo "usage: make recipe NAME=<$$(ls recipes/*.yaml | xargs -n1 basename | sed 's/.yaml//' | paste -sd'|')>"; exit 2; }
-	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(BIN)/python -m lmtune.recipe $(NAME) $(ARGS)
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(BIN)/python -m lmtune.cli.recipe $(NAME) $(ARGS)
 
-# Upload models/export to the hub (lmtune/publish.py); refuses unless `dvc status` is clean. The token
+# Upload models/export to the hub (lmtune/cli/publish.py); refuses unless `dvc status` is clean. The token
 # comes from HF_TOKEN or `hf auth login`. make publish REPO=user/name [ARGS="--private --revision v1 --dry-run"]
 publish: install
 	@test -n "$(REPO)" || { echo "usage: make publish REPO=user/name [ARGS=\"--private --revision BRANCH --dry-run\"]"; exit 2; }
-	HF_HUB_OFFLINE=0 $(BIN)/python -m lmtune.publish $(REPO) $(ARGS)
+	HF_HUB_OFFLINE=0 $(BIN)/python -m lmtune.cli.publish $(REPO) $(ARGS)
 
 # Table of runs (default: workspace, HEAD and HEAD's experiments) + reports/compare.html, PNG, SVG.
 # make compare [EXPS="exp-a exp-b"]
 compare: install
-	$(BIN)/python -m lmtune.compare $(EXPS)
+	$(BIN)/python -m lmtune.cli.compare $(EXPS)
 
 # make sweep [PARAM=train.learning_rate] [VALUES=5e-5,3e-4] [JOBS=1], then make compare.
 # `dvc exp run --run-all` starts the same queue workers as `dvc queue start -j N`, and waits for them.
@@ -90,13 +90,13 @@ sweep: install
 # The team's DVC remote (docs/team-and-scale.md): check it first, so a wrong endpoint or a missing bucket
 # is one line (DVC alone: minutes of retries, or no bucket name). Extra dvc push/pull options: make push ARGS="-r other".
 push: install
-	$(BIN)/python -m lmtune.remote push $(ARGS)
+	$(BIN)/python -m lmtune.cli.remote push $(ARGS)
 
 pull: install
-	$(BIN)/python -m lmtune.remote pull $(ARGS)
+	$(BIN)/python -m lmtune.cli.remote pull $(ARGS)
 
 remote-check: install
-	$(BIN)/python -m lmtune.remote check $(ARGS)
+	$(BIN)/python -m lmtune.cli.remote check $(ARGS)
 
 clean:
 	rm -rf $(VENV)

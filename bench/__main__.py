@@ -60,9 +60,9 @@ def smollm2_dir(dest: Path) -> Path:
     """SmolLM2-135M-Instruct from the bundled GGUF as a plain HF folder (what the download stage writes)."""
     if (dest / "config.json").is_file() and list(dest.glob("*.safetensors")):
         return dest
-    from lmtune import models
+    from lmtune.models import loading
 
-    model, tok = models.smollm2()
+    model, tok = loading.smollm2()
     tmp = dest.parent / f".{dest.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -58,7 +58,7 @@ def ours(tokens_dir: Path, block_size: int, out_dir: Path) -> dict:
     """What stages/chunk.py does for one causal-LM split (no cap): mmap read, cut, atomic Arrow write."""
     import datasets
 
-    from lmtune import chunking
+    from lmtune.data import chunking
     from lmtune.io import atomic_dir, save_tables
 
     start = time.perf_counter()

@@ -28,7 +28,7 @@ def run_side(side: str, model_dir: Path, block_size: int, n_blocks: int, batch_s
     from transformers import AutoModelForCausalLM
 
     from bench.train import make_blocks
-    from lmtune import metrics
+    from lmtune.eval import metrics
 
     tune_for(side)  # first thing, as stages/evaluate.py does
     transformers.logging.set_verbosity_error()

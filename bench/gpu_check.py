@@ -12,9 +12,9 @@ after every section, so a failure or a kill keeps what was measured before it. S
    on the GPU, and the bf16 perplexity is within PPL_BOUND of the fp32 one.
 3. Training throughput of GPT-2 124M (from config) at 8 × 1,024 random token ids, each variant in its own
    process: the plain HF Trainer (defaults; bf16) against the project's path
-   (lmtune.training.training_arguments + FiniteLossTrainer + collate_blocks) with SDPA vs eager attention,
+   (lmtune.train.trainer.training_arguments + FiniteLossTrainer + collate_blocks) with SDPA vs eager attention,
    fused AdamW on/off, and torch.compile (last: the slowest to start).
-4. Evaluation throughput: lmtune.metrics.evaluate_causal_lm on the device under the placement's autocast
+4. Evaluation throughput: lmtune.eval.metrics.evaluate_causal_lm on the device under the placement's autocast
    against Trainer.evaluate, on the same blocks.
 
 Exit codes: 0 all checks passed, 1 a check failed or a section/variant raised (the file says which),
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ON_CPU = os.environ.get("LMTUNE_GPU_CHECK_ON_CPU") == "1"
 
 # bf16 keeps 8 significant bits, so under autocast each logit comes out rounded to within 2^-9 ≈ 0.2% of its
-# size (matmuls accumulate in float32, and lmtune.metrics computes the loss in float32 from those logits).
+# size (matmuls accumulate in float32, and lmtune.eval.metrics computes the loss in float32 from those logits).
 # The tiny model's logits are small: the output layer is the tied 0.02-std embedding against a layer-normed
 # 64-wide state, std ≈ 0.02·√64 = 0.16, and 8 steps barely move it (its perplexity, ~4e4, is near-uniform
 # over 50,257 tokens), so |z| < ~2. A token's NLL = logsumexp(z) − z_label then moves by ≤ 2 × 0.2% × 2 ≈
@@ -92,7 +92,7 @@ class Variant:
     name: str
     side: str                   # "trainer": plain HF Trainer; "lmtune": the train stage's path
     attn: str = "sdpa"
-    fused: bool = True          # lmtune: adamw_torch_fused (training.optimizer_name) vs adamw_torch (foreach)
+    fused: bool = True          # lmtune: adamw_torch_fused (trainer.optimizer_name) vs adamw_torch (foreach)
     bf16: bool = False          # trainer: bf16=True
     compile: bool = False
 
@@ -156,7 +156,7 @@ def _random_blocks(n_blocks: int):
     import datasets
     import numpy as np
 
-    from lmtune import chunking
+    from lmtune.data import chunking
 
     ids = np.random.default_rng(0).integers(0, SHAPES.vocab, size=(n_blocks, SHAPES.seq)).astype(np.uint16)
     return datasets.Dataset(chunking.blocks_table(ids))
@@ -173,7 +173,8 @@ def train_worker(name: str, work: Path) -> dict:
     import torch
     import transformers
 
-    from lmtune import params, training
+    from lmtune import params
+    from lmtune.train import trainer
 
     transformers.logging.set_verbosity_error()
     v = next(v for v in VARIANTS if v.name == name)
@@ -199,12 +200,12 @@ def train_worker(name: str, work: Path) -> dict:
             "max_steps": steps, "batch_size": s.batch, "gradient_accumulation_steps": 1, "eval_steps": 0,
             "early_stopping_patience": 0, "precision": s.precision, "torch_compile": v.compile,
         })
-        args = training.training_arguments(tp, 0, out)
+        args = trainer.training_arguments(tp, 0, out)
         # No checkpoints (a 124M model's save would only cost wall time; the stage's saves are not timed
-        # here); `optim` as training.optimizer_name would give without a fused AdamW.
+        # here); `optim` as trainer.optimizer_name would give without a fused AdamW.
         args = dataclasses.replace(args, save_strategy="no", **({} if v.fused else {"optim": "adamw_torch"}))
-        trainer = training.FiniteLossTrainer(model=model, args=args, train_dataset=blocks.with_format("numpy"),
-                                             data_collator=training.collate_blocks)
+        trainer = trainer.FiniteLossTrainer(model=model, args=args, train_dataset=blocks.with_format("numpy"),
+                                             data_collator=trainer.collate_blocks)
     else:
         # run_clm.py's way: a `labels` column = input_ids, default_data_collator, TrainingArguments defaults.
         args = transformers.TrainingArguments(
@@ -237,7 +238,8 @@ def eval_worker(work: Path) -> dict:
     import torch
     import transformers
 
-    from lmtune import device, metrics
+    from lmtune import device
+    from lmtune.eval import metrics
     from lmtune.device import Placement
 
     transformers.logging.set_verbosity_error()
@@ -251,7 +253,7 @@ def eval_worker(work: Path) -> dict:
             model = _gpt2("sdpa").to(placement.device)
             ds = blocks.with_format("torch")  # what the evaluate stage passes (loaded from data/chunks)
 
-            def once():  # as lmtune.evaluation.evaluate calls it
+            def once():  # as lmtune.eval.evaluation.evaluate calls it
                 return metrics.evaluate_causal_lm(model, ds, s.eval_batch, autocast=placement.autocast)["perplexity"]
             return once
         return run
@@ -455,7 +457,7 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     _copy_repo(repo)
     base_params = yaml.safe_load((repo / "params.yaml").read_text())
 
-    from lmtune.recipe import deep_update
+    from lmtune.cli.recipe import deep_update
     from tests.tiny import TINY
 
     # The tests' tiny pipeline (2-layer GPT-2 from config, real GPT-2 BPE, fixture text) at the width of the
@@ -556,7 +558,7 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
                            _forwards(probe)))
     # The export's samples: every prompt under every decoding strategy (with the base model's beside them
     # when a base_samples stage made those).
-    from lmtune import generation
+    from lmtune.eval import generation
     from lmtune.params import GenerateParams
 
     gp = GenerateParams(**p["generate"])
@@ -616,7 +618,7 @@ def _train_table(results: dict, peak: float) -> str:
         "without the position embeddings; 12·L·d·T: attention's QKᵀ and AV forward and backward, full T×T); "
         f"MFU = FLOPs/token × tokens/s ÷ the measured bf16 matmul peak ({_flops(peak)}). "
         "Trainer rows: a plain HF Trainer as run_clm.py runs it (labels column, default_data_collator, "
-        "TrainingArguments defaults); lmtune rows: `training.training_arguments` from params.yaml's train "
+        "TrainingArguments defaults); lmtune rows: `trainer.training_arguments` from params.yaml's train "
         "section + `FiniteLossTrainer` + `collate_blocks`, as the train stage builds them.", "",
         "| variant | attention | optimizer | precision | compile | ms/step | tokens/s | MFU | "
         "× Trainer defaults | × Trainer bf16 | peak MB |",

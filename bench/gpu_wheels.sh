@@ -11,7 +11,7 @@
 #     typing-extensions new enough for pydantic-core; newer versions keep the old names);
 #   - data: datasets (+ dill, multiprocess) and evaluate (the metric modules);
 #   - the train stage's curves: dvclive and exactly what `from dvclive import Live` imports when used as
-#     lmtune.training.write_curves uses it (dvc and its helpers; read off sys.modules after a real run);
+#     lmtune.train.trainer.write_curves uses it (dvc and its helpers; read off sys.modules after a real run);
 #   - GPT-2's BPE ranks: openai-whisper, an sdist only, built here into a pure-Python wheel.
 # datasets 5.2.0 asks for pyarrow >= 24; 5.0.0 (in .whl/alt/) only for >= 21 and fits
 # huggingface_hub < 2: gpu_device.sh installs it instead when the machine's pyarrow is older than 24.

@@ -1,8 +1,8 @@
-"""Memory rows: the train stage's peak-memory estimate (lmtune.memory) against the measured peak.
+"""Memory rows: the train stage's peak-memory estimate (lmtune.train.memory) against the measured peak.
 
 Each shape runs in a fresh process that does what stages/train.py does: tune the allocator, load the
 model from its folder, estimate with the preflight's own functions at the point the stage calls them,
-then train `steps` optimizer steps with lmtune.training.train (the peak comes in step 2, the first with
+then train `steps` optimizer steps with lmtune.train.trainer.train (the peak comes in step 2, the first with
 AdamW's state) and read the process's peak resident memory (VmHWM), or the CUDA allocator's peak:
 
     python -m bench.memory MODEL_DIR BATCH BLOCK STEPS WORK_DIR [CHECKPOINTING]
@@ -36,7 +36,9 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
     import transformers
     from transformers import AutoTokenizer
 
-    from lmtune import memory, params, tasks, training
+    from lmtune import params, tasks
+    from lmtune.train import memory
+    from lmtune.train import trainer
 
     transformers.logging.set_verbosity_error()
     p = params.load()
@@ -54,14 +56,14 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
     device = "cuda" if cuda else "cpu"
     autocast = None
     if cuda:
-        flags = training.precision_flags(tp.precision, True, torch.cuda.is_bf16_supported())
+        flags = trainer.precision_flags(tp.precision, True, torch.cuda.is_bf16_supported())
         autocast = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
     # The stage's preflight, term by term.
-    prof = memory.profile(model, blocks[0], training.collate_blocks, device, autocast)
+    prof = memory.profile(model, blocks[0], trainer.collate_blocks, device, autocast)
     base = memory.weight_bytes(model) if cuda else memory.rss()
     est = memory.estimate(prof, batch, base, memory.trainable_bytes(model), checkpointing, tuned and not cuda)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        training.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
+        trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
     peak = torch.cuda.max_memory_allocated() if cuda else memory.peak_rss()
     return {"estimate_mb": est.total / memory.MB, "measured_mb": peak / memory.MB, "device": device,
             "parts_mb": {k: getattr(est, k) / memory.MB for k in ("base", "gradients", "optimizer", "activations", "logits")}}
@@ -83,7 +85,7 @@ def bench_model(label: str, model_dir: Path, shapes: list[tuple[int, int]], step
             note=(f"ours = the train stage's preflight estimate; baseline column = the measured {how} of {steps} "
                   f"training steps as stages/train.py runs them, median of {repeats} fresh process(es) "
                   f"({' / '.join(f'{m:,.0f}' for m in measured)} MB; with lmtune.allocator's tuning the heap keeps "
-                  f"a varying number of logits-sized holes, lmtune/memory.py); ratio = estimate / measured; "
+                  f"a varying number of logits-sized holes, lmtune/train/memory.py); ratio = estimate / measured; "
                   f"estimate parts (MB): {parts}"),
             extra={"runs": runs},
         ))

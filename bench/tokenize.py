@@ -19,7 +19,7 @@ from bench.common import Row, emit, median, worker
 
 def sotu_flat(dest: Path) -> Path:
     """The flatten stage's output for the bundled SOTU corpus: one `text` column, every speech."""
-    from lmtune import sources
+    from lmtune.data import sources
 
     sources.sotu_dataset().select_columns(["text"]).save_to_disk(str(dest))
     return dest
@@ -29,7 +29,7 @@ def synthetic_flat(dest: Path, megabytes: float, seed: int = 0) -> Path:
     """~`megabytes` of English: SOTU paragraphs drawn at random into documents of 2-40 paragraphs."""
     import datasets
 
-    from lmtune import sources
+    from lmtune.data import sources
 
     paras = [p for t in sources.sotu_dataset()["text"] for p in t.split("\n") if p.strip()]
     rng = np.random.default_rng(seed)
@@ -51,7 +51,9 @@ def ours(flat_dir: Path, tok_dir: Path, batch_size: int, num_proc: int) -> dict:
     import datasets
     from transformers import AutoTokenizer
 
-    from lmtune import chunking, io, tasks, text
+    from lmtune import io, tasks
+    from lmtune.data import chunking
+    from lmtune.data import text
 
     datasets.disable_caching()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)

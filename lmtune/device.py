@@ -1,8 +1,8 @@
-"""Where a model runs outside the Trainer (evaluate, export's samples, `lmtune.generate`), and in what precision.
+"""Where a model runs outside the Trainer (evaluate, export's samples, `lmtune.cli.generate`), and in what precision.
 
 One choice for every stage: CUDA, then MPS, then CPU. On CUDA the forward pass runs under the same
 autocast dtype that `train.precision` gives training (bf16 where the GPU has it, else fp16); loss sums
-stay in float32/float64 (lmtune.metrics). The Trainer places the model itself in the train stage.
+stay in float32/float64 (lmtune.eval.metrics). The Trainer places the model itself in the train stage.
 """
 import contextlib
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ def select(precision: str, cuda: bool, bf16_supported: bool, mps: bool) -> Place
     """The pure choice (tested without a GPU).
 
     precision is `train.precision`: auto = bf16 on GPUs with bf16, fp16 on other CUDA GPUs, fp32 elsewhere.
-    An explicit bf16 on CPU autocasts to bf16, as training does then (lmtune.training.precision_flags
+    An explicit bf16 on CPU autocasts to bf16, as training does then (lmtune.train.trainer.precision_flags
     asks the Trainer for CPU bf16 autocast), so evaluation runs in the precision the model was trained in.
     MPS runs float32 (its autocast support varies by torch version; correctness first).
     """

@@ -64,7 +64,7 @@ def save_tables(tables: dict[str, pa.Table], dest: Path) -> None:
     """Arrow tables -> a DatasetDict folder that datasets.load_from_disk reads, as save_dataset writes it.
 
     Each table goes to disk as it is, one Arrow IPC stream of its own record batches: zero-copy table
-    slices (lmtune.chunking's blocks over the memory-mapped tokens) are written straight from the
+    slices (lmtune.data.chunking's blocks over the memory-mapped tokens) are written straight from the
     input's pages. datasets' save_to_disk instead re-batches, casts and re-embeds every 1,000 rows
     (10M tokens: ~20 ms against ~9 ms here). tests/test_io.py checks the layout against save_to_disk's.
     """

@@ -177,7 +177,7 @@ class TrainParams(Strict):
     batch_size: PosInt
     gradient_accumulation_steps: PosInt
     # true: batch_size x gradient_accumulation_steps is the global batch (per process) to keep; the train
-    # stage picks the largest micro-batch dividing it that fits in memory (lmtune.memory), accumulating the rest.
+    # stage picks the largest micro-batch dividing it that fits in memory (lmtune.train.memory), accumulating the rest.
     auto_batch_size: bool
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)]
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -191,7 +191,7 @@ class TrainParams(Strict):
     logging_steps: PosInt
     dataloader_workers: NonNegInt
     torch_compile: bool
-    # > 1, or an accelerate config file: the stage re-starts itself under `accelerate launch` (lmtune/launch.py).
+    # > 1, or an accelerate config file: the stage re-starts itself under `accelerate launch` (lmtune/train/launch.py).
     # The world size (all processes on all machines); batch_size is per process.
     num_processes: PosInt
     accelerate_config: Optional[str]  # a path from the repo root, e.g. accelerate/multi-gpu.yaml

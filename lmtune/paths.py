@@ -17,7 +17,7 @@ FINAL = MODELS / "final"            # train: tuned model + tokenizer
 EXPORT = MODELS / "export"          # export: safetensors, tokenizer, card, samples
 BASE_SAMPLES = MODELS / "base_samples.json"  # base_samples: the base model's samples, made once per base
 # train: exists only while a run is in progress (step reached, memory in use); a run the OS killed leaves it,
-# and the next run reports it. Not a DVC output, and outside models/checkpoints/ (lmtune.memory.RunMarker).
+# and the next run reports it. Not a DVC output, and outside models/checkpoints/ (lmtune.train.memory.RunMarker).
 TRAIN_MARKER = MODELS / "train-in-progress.json"
 
 METRICS = ROOT / "metrics"
@@ -30,5 +30,5 @@ BLOCKS = METRICS / "blocks.csv"             # evaluate: per validation block, ba
 CONFUSION = METRICS / "confusion.csv"  # evaluate: tuned classifier's confusion matrix (DVC plot)
 TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)
 
-REPORTS = ROOT / "reports"          # lmtune.compare: table, self-contained HTML, PNG/SVG charts (git-ignored)
+REPORTS = ROOT / "reports"          # lmtune.cli.compare: table, self-contained HTML, PNG/SVG charts (git-ignored)
 PLOTS_TEMPLATE = ROOT / ".dvc" / "offline_plots.html"  # dvc plots' page with vega inlined (.dvc/config, make install)

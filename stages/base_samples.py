@@ -6,7 +6,8 @@ a `dvc exp run -S train.*` reuses them instead of generating with the base model
 """
 from transformers import AutoTokenizer
 
-from lmtune import device, generation, params, paths, tasks
+from lmtune import device, params, paths, tasks
+from lmtune.eval import generation
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json
 

@@ -3,7 +3,9 @@ token stream into `block_size` blocks (labels = input ids); otherwise one exampl
 (masks, -100 labels), or instruction examples packed into full blocks."""
 import datasets
 
-from lmtune import chunking, models, params, paths, tasks
+from lmtune import params, paths, tasks
+from lmtune.data import chunking
+from lmtune.models import loading
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir, save_tables
 
@@ -14,8 +16,8 @@ VALIDATION_SAMPLE_SEED = 0
 def main() -> None:
     all_params = params.load()
     p, task = all_params.chunk, tasks.get(all_params.task)
-    config = models.load_config(paths.BASE)
-    context = models.context_length(config)
+    config = loading.load_config(paths.BASE)
+    context = loading.context_length(config)
     if p.block_size > context:
         raise UserError(f"chunk.block_size: {p.block_size} is above the model's context length {context}")
     tokens = datasets.load_from_disk(paths.TOKENS)

@@ -1,5 +1,7 @@
 """download: the dataset (original schema, train + validation) and the base model, saved locally."""
-from lmtune import models, params, paths, sources
+from lmtune import params, paths
+from lmtune.models import loading
+from lmtune.data import sources
 from lmtune.errors import cli
 from lmtune.io import atomic_dir, save_dataset
 
@@ -8,7 +10,7 @@ from lmtune.io import atomic_dir, save_dataset
 def main() -> None:
     p = params.load()
     raw = sources.load_raw(p.data, p.seed)
-    model, tokenizer = models.load_base(p.model, p.seed)
+    model, tokenizer = loading.load_base(p.model, p.seed)
     with atomic_dir(paths.RAW) as tmp:
         save_dataset(raw, tmp)
     with atomic_dir(paths.BASE) as tmp:

@@ -8,7 +8,8 @@ matrix as a DVC plot (header only for the language-model tasks).
 """
 import json
 
-from lmtune import allocator, evaluation, params, paths, tasks
+from lmtune import allocator, params, paths, tasks
+from lmtune.eval import evaluation
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, atomic_write_text
 

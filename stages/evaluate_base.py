@@ -4,7 +4,8 @@ Its own stage so that DVC caches it: it depends on models/base, the validation b
 params only, so `dvc exp run -S train.*` does not measure the base again (`evaluate` copies it beside the
 tuned numbers). For classification the base has the untrained (seeded) head, the honest baseline.
 """
-from lmtune import allocator, evaluation, params, paths, tasks
+from lmtune import allocator, params, paths, tasks
+from lmtune.eval import evaluation
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, atomic_write_text
 

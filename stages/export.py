@@ -16,7 +16,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from lmtune import device, export, generation, params, paths, tasks
+from lmtune import device, params, paths, tasks
+from lmtune.report import card
+from lmtune.eval import generation
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir
 
@@ -58,7 +60,7 @@ def main() -> None:
                 model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
-        export.model_card(p, samples, task.shipped_defaults(model)).save(tmp / "README.md")
+        card.model_card(p, samples, task.shipped_defaults(model)).save(tmp / "README.md")
     print(f"export: {paths.EXPORT} ({len(samples)} samples, base beside tuned)")
 
 

@@ -2,7 +2,8 @@
 `prompt` + `response` for instruction tuning, `text` (+ `text_pair`) + `label` for classification."""
 import datasets
 
-from lmtune import params, paths, tasks, text
+from lmtune import params, paths, tasks
+from lmtune.data import text
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir, save_dataset
 

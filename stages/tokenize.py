@@ -2,7 +2,9 @@
 import datasets
 from transformers import AutoTokenizer
 
-from lmtune import chunking, params, paths, tasks, text
+from lmtune import params, paths, tasks
+from lmtune.data import chunking
+from lmtune.data import text
 from lmtune.errors import cli
 from lmtune.io import atomic_dir, save_dataset
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmtune.recipe import deep_update
+from lmtune.cli.recipe import deep_update
 from tests.tiny import TINY  # the repo root is on sys.path: pytest.ini's pythonpath
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ OFFLINE_ENV = {
 }
 os.environ.update(OFFLINE_ENV)
 # pytest-xdist's workers (make test) set COLUMNS=80 and LINES=24; commands run by the tests must see what any
-# non-terminal run sees (lmtune.compare sizes its table from COLUMNS), not the test runner's choice.
+# non-terminal run sees (lmtune.cli.compare sizes its table from COLUMNS), not the test runner's choice.
 for _var in ("COLUMNS", "LINES"):
     os.environ.pop(_var, None)
 

@@ -27,10 +27,10 @@ TRAINING_PURE = ["precision_flags", "optimizer_name", "checkpointing_flag", "tra
                  "with_world_size", "complete_checkpoint", "_stamp", "resumable_checkpoint", "mean_logged_loss",
                  "write_curves"]
 GROUPS = {
-    "chunking": ["lmtune.chunking.*"],
+    "chunking": ["lmtune.data.chunking.*"],
     "tasks": ["lmtune.tasks.*"],
-    "metrics": ["lmtune.metrics.*"],
-    "training": [f"lmtune.training.x_{f}__mutmut_*" for f in TRAINING_PURE],
+    "metrics": ["lmtune.eval.metrics.*"],
+    "training": [f"lmtune.train.trainer.x_{f}__mutmut_*" for f in TRAINING_PURE],
     "params": ["lmtune.params.*"],
 }
 # Statuses mutmut gives (mutmut.stats.status_by_exit_code): a mutant is killed when a test failed on it,
@@ -57,8 +57,8 @@ RIGHT_PAD_CLF = ("padding is on the right and causal attention only looks left; 
 ON_CPU = ("the fast tests run on the CPU, where every tensor already is; bench/gpu_check.py evaluates on CUDA "
           "(bench/GPU_RESULTS.md)")
 EQUIVALENT: dict[str, tuple[str, str]] = {
-    "lmtune.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
-    "lmtune.chunking.x_sample_blocks__mutmut_9": (
+    "lmtune.data.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
+    "lmtune.data.chunking.x_sample_blocks__mutmut_9": (
         "replace=None", "Generator.choice tests `if replace`: None samples without replacement, as False does"),
     "lmtune.params.x_load__mutmut_5": (
         "encoding=None", "here: the locale's encoding is UTF-8 on this machine (it would not be under a Latin-1 locale)"),
@@ -93,34 +93,34 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": ("desc", DESC) for i in (11, 17)},
     "lmtune.tasks.lm.xǁLanguageModelTaskǁsamples__mutmut_12": (
         '"XXXX"', "prompt_for returns None for every prompt or for none, so any probe text decides the same"),
-    **{f"lmtune.training.x_fingerprint__mutmut_{i}": ("json.dumps", STAMP) for i in (4, 6, 7, 8, 9, 10, 11)},
-    **{f"lmtune.training.x_fingerprint__mutmut_{i}": ("fh.read", "the same bytes are hashed whatever the read size")
+    **{f"lmtune.train.trainer.x_fingerprint__mutmut_{i}": ("json.dumps", STAMP) for i in (4, 6, 7, 8, 9, 10, 11)},
+    **{f"lmtune.train.trainer.x_fingerprint__mutmut_{i}": ("fh.read", "the same bytes are hashed whatever the read size")
        for i in (30, 32, 33)},
-    **{f"lmtune.training.x_precision_flags__mutmut_{i}": (
+    **{f"lmtune.train.trainer.x_precision_flags__mutmut_{i}": (
         "fp32", "only bf16 and fp16 set a flag: any other name is fp32") for i in (13, 14)},
-    **{f"lmtune.training.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
-    **{f"lmtune.training.x_training_arguments__mutmut_{i}": ("greater_is_better", GREATER) for i in (25, 59, 95)},
-    "lmtune.training.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
-    "lmtune.training.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),
-    "lmtune.training.x_write_curves__mutmut_6": ("report", "dvclive's default report is None"),
-    **{f"lmtune.metrics.x__loader__mutmut_{i}": ("shuffle", "DataLoader's shuffle defaults to False, and None is false")
+    **{f"lmtune.train.trainer.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
+    **{f"lmtune.train.trainer.x_training_arguments__mutmut_{i}": ("greater_is_better", GREATER) for i in (25, 59, 95)},
+    "lmtune.train.trainer.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
+    "lmtune.train.trainer.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),
+    "lmtune.train.trainer.x_write_curves__mutmut_6": ("report", "dvclive's default report is None"),
+    **{f"lmtune.eval.metrics.x__loader__mutmut_{i}": ("shuffle", "DataLoader's shuffle defaults to False, and None is false")
        for i in (9, 13)},
-    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": (
+    **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": (
         "rows", "the CPU chunk size only changes how many rows one pass takes, not a number (each row's loss is its own)")
        for i in (27, 28, 33, 36)},
-    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("dtype", INT_COUNT) for i in (46, 49)},
-    "lmtune.metrics.x_causal_lm_batch_stats__mutmut_68": ("ignore_index", "torch's cross_entropy ignores -100 by default"),
-    "lmtune.metrics.x_causal_lm_batch_stats__mutmut_93": (
+    **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("dtype", INT_COUNT) for i in (46, 49)},
+    "lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_68": ("ignore_index", "torch's cross_entropy ignores -100 by default"),
+    "lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_93": (
         "|", "an unscored row let in has target -100, which no argmax equals: it adds no correct prediction"),
-    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("+1", TWO_D) for i in (104, 110)},
-    "lmtune.metrics.x_evaluate_classifier__mutmut_23": ("+1", TWO_D),
-    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("F.pad", "each row's token and byte sums do not depend on "
+    **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("+1", TWO_D) for i in (104, 110)},
+    "lmtune.eval.metrics.x_evaluate_classifier__mutmut_23": ("+1", TWO_D),
+    **{f"lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_{i}": ("F.pad", "each row's token and byte sums do not depend on "
        "where its -100 padding sits") for i in (74, 75)},
-    "lmtune.metrics.x_evaluate_causal_lm__mutmut_1": ("pad_token_id", RIGHT_PAD),
-    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("attention_mask", RIGHT_PAD) for i in (38, 40)},
-    **{f"lmtune.metrics.x_evaluate_classifier__mutmut_{i}": ("attention_mask", RIGHT_PAD_CLF) for i in (13, 15, 18, 19, 20)},
-    "lmtune.metrics.x_token_byte_lengths__mutmut_29": ("char_bytes", "only membership in char_bytes is read, not its values"),
-    **{f"lmtune.training.x_write_curves__mutmut_{i}": (
+    "lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_1": ("pad_token_id", RIGHT_PAD),
+    **{f"lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_{i}": ("attention_mask", RIGHT_PAD) for i in (38, 40)},
+    **{f"lmtune.eval.metrics.x_evaluate_classifier__mutmut_{i}": ("attention_mask", RIGHT_PAD_CLF) for i in (13, 15, 18, 19, 20)},
+    "lmtune.eval.metrics.x_token_byte_lengths__mutmut_29": ("char_bytes", "only membership in char_bytes is read, not its values"),
+    **{f"lmtune.train.trainer.x_write_curves__mutmut_{i}": (
         "missing_ok", "dvclive always writes metrics.json on exit, so the file is there to remove") for i in (37, 42)},
 }
 # Surviving mutants that are not equivalent: what a test would need, and why the fast tests do not have it.
@@ -129,13 +129,13 @@ NOT_KILLED: dict[str, tuple[str, str]] = {
         "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (6, 12)},
     **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": (
         "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (10, 16)},
-    **{f"lmtune.metrics.x__run_eval__mutmut_{i}": ("device", ON_CPU) for i in (1, 11, 12, 13, 14)},
-    **{f"lmtune.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("device", ON_CPU) for i in (13, 40, 43, 47, 50, 85, 88)},
-    **{f"lmtune.metrics.x_evaluate_causal_lm__mutmut_{i}": ("device", ON_CPU) for i in (46, 49)},
-    "lmtune.training.x_training_arguments__mutmut_69": (
+    **{f"lmtune.eval.metrics.x__run_eval__mutmut_{i}": ("device", ON_CPU) for i in (1, 11, 12, 13, 14)},
+    **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("device", ON_CPU) for i in (13, 40, 43, 47, 50, 85, 88)},
+    **{f"lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_{i}": ("device", ON_CPU) for i in (46, 49)},
+    "lmtune.train.trainer.x_training_arguments__mutmut_69": (
         "disable_tqdm", "without it TrainingArguments disables tqdm when logging is above WARNING, as under pytest; "
         "only a terminal run shows the difference"),
-    **{f"lmtune.training.x_write_curves__mutmut_{i}": (
+    **{f"lmtune.train.trainer.x_write_curves__mutmut_{i}": (
         "save_dvc_exp", "dvclive saves an experiment only inside a DVC repo outside `dvc exp run`; the unit test writes "
         "in a bare temp dir") for i in (2, 5, 8)},
 }
@@ -159,8 +159,8 @@ def run_group(patterns: list[str], children: int) -> float:
 
 
 def in_scope(name: str) -> bool:
-    if name.startswith("lmtune.training."):
-        return any(name.startswith(f"lmtune.training.x_{f}__mutmut_") for f in TRAINING_PURE)
+    if name.startswith("lmtune.train.trainer."):
+        return any(name.startswith(f"lmtune.train.trainer.x_{f}__mutmut_") for f in TRAINING_PURE)
     return True
 
 
@@ -187,7 +187,7 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
              "`make mutation` (tests/mutation.py): mutmut 3.8.1 over the core pure modules, each mutant run against the",
              "fast unit tests that cover the mutated function (setup.cfg [mutmut]). Killed = a test failed (or the",
              "mutant hung or crashed); the target is >= 85% per module, and every survivor is listed below.",
-             f"`lmtune/training.py` counts its pure functions only: {', '.join(TRAINING_PURE)}.", "",
+             f"`lmtune/train/trainer.py` counts its pure functions only: {', '.join(TRAINING_PURE)}.", "",
              "| module | mutants | killed | survived | no test ran it | score |", "|---|---|---|---|---|---|"]
     survivors = []
     for module, statuses in res.items():

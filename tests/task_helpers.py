@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 from lmtune import params
-from lmtune.gpt2_bpe import build_gpt2_tokenizer
+from lmtune.models.gpt2_bpe import build_gpt2_tokenizer
 
 EOS = 50256  # GPT-2's <|endoftext|>, the last id of its 50,257-token vocabulary
 

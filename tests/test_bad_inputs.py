@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @dataclass
 class Case:
-    stage: str                       # stage module to run (or "recipe": python -m lmtune.recipe)
+    stage: str                       # stage module to run (or "recipe": python -m lmtune.cli.recipe)
     expect: list[str]                # regexes the error line must match (key, file, line, column)
     params: dict = field(default_factory=dict)
     setup: Callable | None = None    # setup(repo, scratch) -> params overrides (or None)
@@ -148,7 +148,7 @@ def prepare(repo, case: Case, scratch: Path) -> list[str]:
     if overrides:
         repo.set_params(overrides)
     if case.stage == "recipe":
-        return [sys.executable, "-m", "lmtune.recipe", *case.args]
+        return [sys.executable, "-m", "lmtune.cli.recipe", *case.args]
     return [sys.executable, "-m", f"stages.{case.stage}"]
 
 

@@ -3,13 +3,13 @@ and the bench's own chunk helpers on a tiny corpus (no timing is asserted anywhe
 import numpy as np
 import pytest
 
-from lmtune import text
+from lmtune.data import text
 from lmtune.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def gpt2_tokenizer(tmp_path_factory):
-    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+    from lmtune.models.gpt2_bpe import build_gpt2_tokenizer
 
     return build_gpt2_tokenizer(tmp_path_factory.mktemp("bpe"))
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pyarrow as pa
 
-from lmtune import chunking
+from lmtune.data import chunking
 
 
 def docs_table(docs, batch_sizes):

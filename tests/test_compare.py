@@ -1,4 +1,4 @@
-"""lmtune.compare on hand-made runs: the table, ranking, seed groups, tokenizers, determinism, exp show parsing.
+"""lmtune.cli.compare on hand-made runs: the table, ranking, seed groups, tokenizers, determinism, exp show parsing.
 
 The tiny-pipeline end-to-end run (real `dvc exp run`s, the browser) is tests/test_compare_e2e.py.
 """
@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from lmtune import compare
+from lmtune.cli import compare
 
 LR = "train.learning_rate"
 

@@ -23,7 +23,7 @@ CHARTS = ("loss", "eval_loss", "perplexity", "sweep")
 def swept(tmp_path_factory):
     # eval_steps: the runs also log eval loss curves, which the report overlays too.
     repo = make_repo(tmp_path_factory.mktemp("compare") / "repo", {"train": {"eval_steps": 4}})
-    repo.run(sys.executable, "-m", "lmtune.plots_template")  # what `make install` does
+    repo.run(sys.executable, "-m", "lmtune.cli.plots_template")  # what `make install` does
     repo.dvc("repro")
     repo.commit("tiny run")
 
@@ -56,7 +56,7 @@ def table_lines(out: str, names) -> dict[str, str]:
 
 
 def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
-    from lmtune import compare
+    from lmtune.cli import compare
 
     repo, out, first = swept
     runs = runs_of(repo)
@@ -114,7 +114,7 @@ def test_report_files_are_offline_and_decode(swept):
 
 def test_same_runs_same_report_bytes(swept):
     repo, _, first = swept
-    repo.run(sys.executable, "-m", "lmtune.compare")
+    repo.run(sys.executable, "-m", "lmtune.cli.compare")
     for f in FILES:
         assert (repo.path / "reports" / f).read_bytes() == first[f], f
 
@@ -171,9 +171,9 @@ def test_dvc_default_page_is_blank_offline(tmp_path):
 def test_named_experiments_only(swept, tmp_path):
     repo, _, _ = swept
     exps = [n for n, r in runs_of(repo).items() if r["lr"] != 1e-3]
-    out = repo.run(sys.executable, "-m", "lmtune.compare", *exps, "--out", str(tmp_path)).stdout
+    out = repo.run(sys.executable, "-m", "lmtune.cli.compare", *exps, "--out", str(tmp_path)).stdout
     report = json.loads((tmp_path / "compare.json").read_text())
     assert sorted(row["name"] for row in report["rows"]) == sorted(exps)
     assert set(table_lines(out, exps)) == set(exps)
-    bad = repo.run(sys.executable, "-m", "lmtune.compare", "no-such-exp", check=False)
+    bad = repo.run(sys.executable, "-m", "lmtune.cli.compare", "no-such-exp", check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: compare: no run 'no-such-exp'"), bad.stderr

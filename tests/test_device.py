@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from lmtune import device, training
+from lmtune import device
+from lmtune.train import trainer
 from lmtune.device import Placement
 from lmtune.errors import UserError
 
@@ -58,7 +59,7 @@ def test_forward_precision_matches_what_training_uses(precision, cuda, bf16_ok):
     """Evaluation runs in the precision the Trainer trained in (CUDA and CPU; MPS is float32 by design)."""
     bf16_ok = bf16_ok and cuda  # current() only asks torch about bf16 when CUDA is there
     try:
-        flags = training.precision_flags(precision, cuda, bf16_ok)
+        flags = trainer.precision_flags(precision, cuda, bf16_ok)
     except UserError:
         with pytest.raises(UserError):
             device.select(precision, cuda=cuda, bf16_supported=bf16_ok, mps=False)

@@ -1,7 +1,7 @@
 """The train stage under `accelerate launch` with 2 CPU processes (gloo), unchanged.
 
 On a machine without GPUs the launcher's `--multi_gpu` mode starts torchrun-style processes; the
-Trainer is told `use_cpu` (lmtune.training) so they join one gloo process group. The model is the
+Trainer is told `use_cpu` (lmtune.train.trainer) so they join one gloo process group. The model is the
 tiny 2-layer GPT-2, so this fits a 2-core box.
 
 With dropout off, 2 processes x batch 2 and 1 process x batch 4 see the same 4 blocks at every step
@@ -57,7 +57,7 @@ def test_train_stage_under_accelerate_launch_two_cpu_processes(tiny_repro, tmp_p
 
     shutil.rmtree(repo.path / "models/checkpoints", ignore_errors=True)
     # train.batch_size is per process: 2 processes x 2 = the single run's global batch of 4.
-    # train.num_processes says so too: a launched process checks that its world size matches (lmtune/launch.py).
+    # train.num_processes says so too: a launched process checks that its world size matches (lmtune/train/launch.py).
     repo.set_params({"train": {"batch_size": 2, "num_processes": 2}})
     ranks = tmp_path / "ranks"
     ranks.mkdir()

@@ -12,7 +12,9 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from conftest import ROOT
-from lmtune import export, generation, params, tasks
+from lmtune import params, tasks
+from lmtune.report import card
+from lmtune.eval import generation
 from lmtune.device import Placement
 from lmtune.tasks.base import md_cell
 
@@ -68,7 +70,7 @@ def test_card_data_per_source(name, source, model_name, data_name, license_, lan
         raw["data"].update(source="hub", name=data_name, config="c1", validation_split="validation")
     p = params.validate(raw)
     tuned = {"perplexity": 12.3456789, "accuracy": 0.5}
-    data = ModelCard(f"---\n{export.card_data(p, tuned).to_yaml()}\n---\n").data  # round trip through YAML
+    data = ModelCard(f"---\n{card.card_data(p, tuned).to_yaml()}\n---\n").data  # round trip through YAML
     assert (data.base_model, data.license, data.language) == (base, license_, language)
     assert data.datasets == ([data_name] if data_name else None)
     r = data.eval_results[0]

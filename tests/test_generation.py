@@ -1,11 +1,12 @@
-"""lmtune.generation on the placement lmtune.device chooses: the model and its inputs go to the placement's
+"""lmtune.eval.generation on the placement lmtune.device chooses: the model and its inputs go to the placement's
 device, forward passes run under its autocast, and generation uses the KV cache (one new token per step
 after the prompt) even when the saved config says `use_cache: false`, as training leaves it."""
 import pytest
 import torch
 import transformers
 
-from lmtune import generation, params
+from lmtune import params
+from lmtune.eval import generation
 from lmtune.device import Placement
 from task_helpers import tok  # noqa: F401 (fixture)
 from conftest import ROOT

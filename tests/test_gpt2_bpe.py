@@ -7,7 +7,7 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-from lmtune import gpt2_bpe
+from lmtune.models import gpt2_bpe
 
 GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -101,5 +101,5 @@ def test_tampered_file_rejected(tmp_path, monkeypatch):
 
 def test_locating_does_not_import_whisper():
     # Fresh interpreter: this process may already have other modules loaded.
-    code = "import sys; from lmtune import gpt2_bpe; gpt2_bpe.tiktoken_path(); assert 'whisper' not in sys.modules"
+    code = "import sys; from lmtune.models import gpt2_bpe; gpt2_bpe.tiktoken_path(); assert 'whisper' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

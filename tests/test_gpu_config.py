@@ -4,7 +4,8 @@ import pytest
 import torch
 import transformers
 
-from lmtune import params, training
+from lmtune import params
+from lmtune.train import trainer
 from lmtune.errors import UserError
 
 
@@ -21,12 +22,12 @@ from lmtune.errors import UserError
     ],
 )
 def test_precision_flags(precision, cuda, bf16_ok, expected):
-    assert training.precision_flags(precision, cuda, bf16_ok) == expected
+    assert trainer.precision_flags(precision, cuda, bf16_ok) == expected
 
 
 def test_fp16_without_cuda_is_a_user_error():
     with pytest.raises(UserError, match="train.precision"):
-        training.precision_flags("fp16", False, False)
+        trainer.precision_flags("fp16", False, False)
 
 
 @pytest.fixture
@@ -36,9 +37,9 @@ def recorded_args(monkeypatch, tmp_path):
     def run(cuda: bool, bf16_ok: bool = True, **train_overrides):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
-        monkeypatch.setattr(training.transformers, "TrainingArguments", lambda **kw: kw)
+        monkeypatch.setattr(trainer.transformers, "TrainingArguments", lambda **kw: kw)
         tp = params.load().train.model_copy(update=train_overrides)
-        return training.training_arguments(tp, 0, tmp_path)
+        return trainer.training_arguments(tp, 0, tmp_path)
 
     return run
 
@@ -62,8 +63,8 @@ def test_cpu_gets_no_pinning_fp32_and_fused_adamw_where_torch_has_it(recorded_ar
     assert kw["dataloader_pin_memory"] is False
     assert (kw["bf16"], kw["fp16"]) == (False, False)
     monkeypatch.setattr(torch, "__version__", "2.3.1")
-    assert training.optimizer_name(cuda=False) == "adamw_torch"
-    assert training.optimizer_name(cuda=True) == "adamw_torch_fused"
+    assert trainer.optimizer_name(cuda=False) == "adamw_torch"
+    assert trainer.optimizer_name(cuda=True) == "adamw_torch_fused"
 
 
 @pytest.mark.parametrize("switch", [True, False])
@@ -72,7 +73,7 @@ def test_torch_compile_follows_the_params_switch(recorded_args, switch):
 
 
 def test_default_params_on_this_machine_build_real_training_arguments(tmp_path):
-    args = training.training_arguments(params.load().train, 0, tmp_path)
+    args = trainer.training_arguments(params.load().train, 0, tmp_path)
     assert isinstance(args, transformers.TrainingArguments)
     if not torch.cuda.is_available():
         assert (args.bf16, args.fp16, args.optim.value, args.dataloader_pin_memory) == (False, False, "adamw_torch_fused", False)
@@ -94,13 +95,14 @@ def _word_tokenizer(vocab_size: int):
 
 
 def _project_loaders(folder, model_type: str):
-    """Every way the stages load a model: the base (models.load_base on a local folder), each task's model
+    """Every way the stages load a model: the base (loading.load_base on a local folder), each task's model
     class (train, evaluate), and a tuned LoRA model merged back (evaluate, export)."""
-    from lmtune import models, tasks
+    from lmtune import tasks
+    from lmtune.models import loading
     from lmtune.params import ModelParams
 
     p = params.load()
-    yield "load_base", models.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2), 0)[0]
+    yield "load_base", loading.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2), 0)[0]
     for name in tasks.NAMES:
         yield name, tasks.get(name).load_model(folder, 0, ["neg", "pos"])
     task = tasks.get("causal_lm")
@@ -134,18 +136,18 @@ def test_checkpointing_flag_uses_the_name_the_installed_transformers_knows():
     import dataclasses
 
     old = dataclasses.make_dataclass("OldArgs", [("output_dir", str), ("gradient_checkpointing", bool)])
-    assert training.checkpointing_flag(True, old) == {"gradient_checkpointing": True}
+    assert trainer.checkpointing_flag(True, old) == {"gradient_checkpointing": True}
     new = dataclasses.make_dataclass("NewArgs", [("gradient_checkpointing", bool), ("activation_checkpointing", bool)])
-    assert training.checkpointing_flag(True, new) == {"activation_checkpointing": True}
+    assert trainer.checkpointing_flag(True, new) == {"activation_checkpointing": True}
     # The installed class accepts what the flag names, and the Trainer sees checkpointing on.
-    (name, on), = training.checkpointing_flag(True).items()
+    (name, on), = trainer.checkpointing_flag(True).items()
     assert name in {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
 
 
 def test_gradient_checkpointing_param_reaches_the_training_arguments(tmp_path):
     tp = params.load().train.model_copy(update={"gradient_checkpointing": True})
-    args = training.training_arguments(tp, 0, tmp_path)
-    (name, _), = training.checkpointing_flag(True).items()
+    args = trainer.training_arguments(tp, 0, tmp_path)
+    (name, _), = trainer.checkpointing_flag(True).items()
     assert getattr(args, name) is True
-    off = training.training_arguments(tp.model_copy(update={"gradient_checkpointing": False}), 0, tmp_path)
+    off = trainer.training_arguments(tp.model_copy(update={"gradient_checkpointing": False}), 0, tmp_path)
     assert getattr(off, name) is False

@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from lmtune import chunking
+from lmtune.data import chunking
 from lmtune.io import save_dataset, save_tables
 
 

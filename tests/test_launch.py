@@ -1,4 +1,4 @@
-"""lmtune/launch.py: the `accelerate launch` command the train stage re-starts itself with.
+"""lmtune/train/launch.py: the `accelerate launch` command the train stage re-starts itself with.
 
 The commands are checked with accelerate's own parser and validation (what `accelerate launch` would
 do with them), without starting any process; tests/test_distributed.py runs one through `dvc repro`.
@@ -8,7 +8,7 @@ import os
 import pytest
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
-from lmtune import launch
+from lmtune.train import launch
 from lmtune.errors import UserError
 
 MULTI_NODE = """\
@@ -95,7 +95,8 @@ def test_train_precision_decides_under_the_launcher(tmp_path, monkeypatch, preci
     into bf16. `--mixed_precision no` (always passed) leaves train.precision the only switch."""
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    from lmtune import params, training
+    from lmtune import params
+    from lmtune.train import trainer
 
     cfg = tmp_path / "multi-node.yaml"
     cfg.write_text(MULTI_NODE)  # mixed_precision: bf16
@@ -103,7 +104,7 @@ def test_train_precision_decides_under_the_launcher(tmp_path, monkeypatch, preci
     assert env["ACCELERATE_MIXED_PRECISION"] == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env["ACCELERATE_MIXED_PRECISION"])
     tp = params.load().train.model_copy(update={"precision": precision})
-    assert training.training_arguments(tp, 0, tmp_path / "out").mixed_precision == expected
+    assert trainer.training_arguments(tp, 0, tmp_path / "out").mixed_precision == expected
     # Without the flag, the file's bf16 would win over train.precision: fp32.
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    assert training.training_arguments(tp, 0, tmp_path / "out").mixed_precision == "bf16"
+    assert trainer.training_arguments(tp, 0, tmp_path / "out").mixed_precision == "bf16"

@@ -1,4 +1,4 @@
-"""lmtune.memory: the preflight's arithmetic, the limits it reads, the fake-tensor count, the run marker.
+"""lmtune.train.memory: the preflight's arithmetic, the limits it reads, the fake-tensor count, the run marker.
 
 The slow tests at the end check the estimate against measured peaks and the preflight, `auto_batch_size`
 and the killed-run report through the train stage and `dvc repro` on copies of the tiny pipeline.
@@ -16,7 +16,8 @@ import transformers
 import yaml
 
 from conftest import ROOT, VENV_BIN
-from lmtune import memory, training
+from lmtune.train import memory
+from lmtune.train import trainer
 from lmtune.errors import UserError
 from lmtune.params import validate
 
@@ -208,7 +209,7 @@ def real_saved_bytes(model, batch):
 def test_fake_count_equals_what_a_real_forward_saves(dropout):
     model = tiny_gpt2(dropout=dropout).eval()  # as from_pretrained returns it: the count switches to train mode
     example = {"input_ids": torch.arange(96) % 1000}
-    batch = training.collate_blocks([example, example, example])
+    batch = trainer.collate_blocks([example, example, example])
     fake, _, logits = memory.saved_bytes(model, batch)
     assert not model.training  # and back
     real, real_logits = real_saved_bytes(model, batch)
@@ -218,9 +219,9 @@ def test_fake_count_equals_what_a_real_forward_saves(dropout):
 def test_profile_is_linear_in_the_batch_and_checkpointing_saves():
     model = tiny_gpt2().eval()
     example = {"input_ids": torch.arange(128) % 1000}
-    prof = memory.profile(model, example, training.collate_blocks)
+    prof = memory.profile(model, example, trainer.collate_blocks)
     assert not model.training  # restored
-    real4, _ = real_saved_bytes(model, training.collate_blocks([example] * 4))
+    real4, _ = real_saved_bytes(model, trainer.collate_blocks([example] * 4))
     model.eval()
     # Linear to within a few bytes (a handful of tiny tensors, e.g. the loss's scalars, do not grow with the batch).
     assert prof.activations(4, False) == pytest.approx(real4, rel=1e-5)
@@ -238,8 +239,8 @@ def test_lora_counts_only_the_adapters_as_trainable():
     lora = tasks.get("causal_lm").with_lora(model, lp)
     assert 0 < memory.trainable_bytes(lora) < full / 20
     example = {"input_ids": torch.arange(64) % 1000}
-    fake, _, _ = memory.saved_bytes(lora, training.collate_blocks([example]))
-    real, _ = real_saved_bytes(lora, training.collate_blocks([example]))
+    fake, _, _ = memory.saved_bytes(lora, trainer.collate_blocks([example]))
+    real, _ = real_saved_bytes(lora, trainer.collate_blocks([example]))
     assert fake == real
 
 
@@ -283,17 +284,17 @@ def test_unfinished_run_message(tmp_path):
 
 def test_fingerprint_is_written_with_the_first_checkpoint_not_before(tmp_path):
     ckpts = tmp_path / "checkpoints"
-    cb = training.StampOnSave(ckpts, {"fingerprint": "abc", "micro_batch_size": 2})
+    cb = trainer.StampOnSave(ckpts, {"fingerprint": "abc", "micro_batch_size": 2})
     state, control = transformers.TrainerState(), transformers.TrainerControl()
     cb.on_step_end(None, state, control)  # a step without a save: nothing written
     assert not ckpts.exists()
     control.should_save = True  # the step whose checkpoint comes next: stamped before the checkpoint's files
     cb.on_step_end(None, state, control)
-    assert json.loads((ckpts / training.FINGERPRINT).read_text()) == {"fingerprint": "abc", "micro_batch_size": 2}
-    assert training._stamp(ckpts) == "abc"
-    (ckpts / training.FINGERPRINT).unlink()
+    assert json.loads((ckpts / trainer.FINGERPRINT).read_text()) == {"fingerprint": "abc", "micro_batch_size": 2}
+    assert trainer._stamp(ckpts) == "abc"
+    (ckpts / trainer.FINGERPRINT).unlink()
     cb.on_save(None, state, control)  # and on the save itself
-    assert training._stamp(ckpts) == "abc"
+    assert trainer._stamp(ckpts) == "abc"
 
 
 def test_no_fingerprint_before_the_first_checkpoint_in_a_real_trainer(tmp_path):
@@ -316,10 +317,10 @@ def test_no_fingerprint_before_the_first_checkpoint_in_a_real_trainer(tmp_path):
             seen[state.global_step] = sorted(p.name for p in ckpts.rglob("*")) if ckpts.exists() else None
 
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"a": 0}, unk_token="a")))
-    training.train(model, tok, blocks, None, tp, 0, ckpts, "fp", tmp_path / "live", callbacks=[Look()])
+    trainer.train(model, tok, blocks, None, tp, 0, ckpts, "fp", tmp_path / "live", callbacks=[Look()])
     # The Trainer makes its (empty) output folder at the start; nothing goes in before checkpoint-4.
     assert sorted(seen) == [0, 1, 2, 3] and not any(seen.values()), seen
-    assert training._stamp(ckpts) is not None and (ckpts / "checkpoint-4" / "trainer_state.json").is_file()
+    assert trainer._stamp(ckpts) is not None and (ckpts / "checkpoint-4" / "trainer_state.json").is_file()
 
 
 # --- Slow: measured peaks, and the stage through dvc ---------------------------------------------------
@@ -332,7 +333,7 @@ def test_estimate_against_the_measured_peak(tmp_path_factory, batch, block):
 
     With glibc's own allocator settings: the peak is then the live tensors' and repeats to ~1%, so one
     run per shape is a fair test. With lmtune.allocator's tuning one run of this logits-heavy model
-    lands anywhere in a +-20% band (lmtune/memory.py); `make bench` checks that case on medians.
+    lands anywhere in a +-20% band (lmtune/train/memory.py); `make bench` checks that case on medians.
     """
     from bench.memory import tiny_gpt2_long, within_target
 
@@ -423,7 +424,7 @@ def test_auto_batch_size_under_a_limit_keeps_the_global_batch(work):
     # example below the configured run's estimate lets micro-batch 2 fit and 4 not (3 does not divide 4).
     model = tasks.get("causal_lm").load_model(work.path / "models/base", p["seed"], [])
     chunks = datasets.load_from_disk(work.path / "data/chunks").with_format("numpy")
-    prof = memory.profile(model, chunks["train"][0], training.collate_blocks)
+    prof = memory.profile(model, chunks["train"][0], trainer.collate_blocks)
     one = memory.estimate(prof, 1, 0, 0, False, heap_slack=True).total
     per_example = memory.estimate(prof, 2, 0, 0, False, heap_slack=True).total - one
     limit_mb = timing["memory_estimate_mb"] - per_example / MB
@@ -458,7 +459,7 @@ def test_killed_run_is_reported_then_resumed(work):
     left = json.loads(marker.read_text())
     assert left["step"] in (4, 5) and left["max_steps"] == 8 and left["memory_mb"] > 0
     # The checkpoint's fingerprint, written with checkpoint-4, records the micro-batch the run took.
-    stamp = json.loads((ckpts / training.FINGERPRINT).read_text())
+    stamp = json.loads((ckpts / trainer.FINGERPRINT).read_text())
     assert (stamp["micro_batch_size"], stamp["gradient_accumulation_steps"], stamp["auto_batch_size"]) == (4, 1, False)
 
     checkout = work.dvc("checkout")  # no --force: nothing unsaved sits in a DVC output it must overwrite

@@ -13,7 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from lmtune.metrics import causal_lm_batch_stats, evaluate_causal_lm, load_metric  # noqa: E402
+from lmtune.eval.metrics import causal_lm_batch_stats, evaluate_causal_lm, load_metric  # noqa: E402
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ def test_accuracy_matches_argmax_including_ties():
 
 @pytest.mark.parametrize("chunk_rows", [None, 3])  # None: one CPU chunk; 3: correct rows in every chunk
 def test_accuracy_is_exact_when_most_rows_are_correct(chunk_rows, monkeypatch):
-    from lmtune import metrics
+    from lmtune.eval import metrics
 
     if chunk_rows:
         monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", chunk_rows * 4 * 7)
@@ -256,8 +256,8 @@ def test_bits_per_byte_on_a_fixed_text_equals_the_hand_computation():
 
     import transformers
 
-    from lmtune import metrics
-    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+    from lmtune.eval import metrics
+    from lmtune.models.gpt2_bpe import build_gpt2_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_gpt2_tokenizer(Path(tmp))
@@ -300,7 +300,7 @@ def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
     """Unequal lengths, masked labels (instruction-style) and a scored token id 0, in batches of 2 whose
     logits are cut into CPU chunks of 5 rows (not a multiple of the sequence length): every item's row, the
     totals and the accuracy equal the item-by-item reference."""
-    from lmtune import metrics
+    from lmtune.eval import metrics
 
     model = _tiny_gpt2()
     torch.manual_seed(4)
@@ -343,7 +343,7 @@ def test_bits_per_byte_is_null_when_no_scored_token_has_bytes():
 
 def test_arguments_reach_the_loader_the_forward_pass_and_the_progress_bar(monkeypatch):
     """batch_size, collate_fn, autocast and desc are used, for the LM and the classifier evaluation alike."""
-    from lmtune import metrics
+    from lmtune.eval import metrics
     from transformers import GPT2ForSequenceClassification
 
     seen = {"sizes": [], "autocast": 0, "desc": []}
@@ -380,7 +380,7 @@ def test_classifier_rows_are_each_example_alone_in_order_with_the_default_paddin
     equals the example run alone, in dataset order across batches."""
     from transformers import GPT2ForSequenceClassification
 
-    from lmtune.metrics import evaluate_classifier
+    from lmtune.eval.metrics import evaluate_classifier
 
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, n_positions=64,
@@ -394,7 +394,7 @@ def test_classifier_rows_are_each_example_alone_in_order_with_the_default_paddin
 
 
 def test_pad_collate_pads_each_key_with_its_own_value_and_masks_only_when_lengths_differ():
-    from lmtune.metrics import pad_collate
+    from lmtune.eval.metrics import pad_collate
 
     items = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7], "label": 1}, {"input_ids": [8], "labels": [8], "label": 0}]
     batch = pad_collate(items)
@@ -412,7 +412,7 @@ def test_pad_collate_pads_each_key_with_its_own_value_and_masks_only_when_length
 def test_progress_bar_only_on_a_terminal_and_only_with_a_description(monkeypatch):
     from tqdm.auto import tqdm
 
-    from lmtune import metrics
+    from lmtune.eval import metrics
 
     loader = [1, 2, 3]
     monkeypatch.setattr(metrics.sys.stderr, "isatty", lambda: False, raising=False)
@@ -445,7 +445,7 @@ class _WordTokenizer:
 
 
 def test_token_byte_lengths_without_a_byte_level_decoder_uses_each_token_decoded():
-    from lmtune.metrics import token_byte_lengths
+    from lmtune.eval.metrics import token_byte_lengths
 
     out = token_byte_lengths(_WordTokenizer())
     # special ids and ids without a piece count 0; the rest are the UTF-8 bytes of their decoded text
@@ -456,8 +456,8 @@ def test_token_byte_lengths_of_gpt2_bpe_count_pieces_and_zero_for_eos():
     import tempfile
     from pathlib import Path
 
-    from lmtune.gpt2_bpe import build_gpt2_tokenizer
-    from lmtune.metrics import token_byte_lengths
+    from lmtune.models.gpt2_bpe import build_gpt2_tokenizer
+    from lmtune.eval.metrics import token_byte_lengths
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_gpt2_tokenizer(Path(tmp))

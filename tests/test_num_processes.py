@@ -1,7 +1,7 @@
 """Multi-process training inside the pipeline: `train.num_processes: 2` through DVC, 2 CPU processes (gloo).
 
-The train stage re-starts itself under `accelerate launch` (lmtune/launch.py); on a machine without GPUs
-the Trainer is told `use_cpu` (lmtune.training), so the processes join one gloo process group. The model
+The train stage re-starts itself under `accelerate launch` (lmtune/train/launch.py); on a machine without GPUs
+the Trainer is told `use_cpu` (lmtune.train.trainer), so the processes join one gloo process group. The model
 is the tiny 2-layer GPT-2, so this fits a 2-core box.
 """
 import json

@@ -89,14 +89,14 @@ def test_repro_again_is_a_noop(tiny_repro):
 
 def test_generate_command_and_report(tiny_repro):
     repo = tiny_repro
-    args = ("python", "-m", "lmtune.generate", "--prompt", "The Union is", "--max-new-tokens", "5")
+    args = ("python", "-m", "lmtune.cli.generate", "--prompt", "The Union is", "--max-new-tokens", "5")
     out = repo.run(*args).stdout
     for name in ("greedy", "temperature", "top_k", "top_p"):
         assert f"[{name}] The Union is" in out, out
     assert repo.run(*args).stdout == out  # seeded: sampling strategies repeat exactly
     one = repo.run(*args, "--strategy", "top_k", "--top-k", "3").stdout
     assert one.startswith("[top_k]") and "[greedy]" not in one
-    report = repo.run("python", "-m", "lmtune.report").stdout
+    report = repo.run("python", "-m", "lmtune.cli.report").stdout
     assert "base" in report and "tuned" in report and "models/export" in report
 
 

@@ -1,4 +1,4 @@
-"""`python -m lmtune.publish`: the dry run and every refusal, offline (the upload itself needs the hub).
+"""`python -m lmtune.cli.publish`: the dry run and every refusal, offline (the upload itself needs the hub).
 
 Fast tests drive `main()` in process against temp folders and a two-stage DVC repo; the slow ones run
 the real command in the tiny pipeline's repo, so `dvc status` and the card are the pipeline's own.
@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import VENV_BIN
-from lmtune import paths, publish
+from lmtune import paths
+from lmtune.cli import publish
 
 
 def run_main(capsys, *argv) -> tuple[int, str, str]:
@@ -118,7 +119,7 @@ def test_upload_creates_the_repo_and_branch_then_uploads_the_folder(monkeypatch,
 # ---- slow: the real command in the tiny pipeline's repo -------------------------------------------
 
 def publish_cmd(repo, *args, **env):
-    return subprocess.run([sys.executable, "-m", "lmtune.publish", *args], cwd=repo.path, text=True,
+    return subprocess.run([sys.executable, "-m", "lmtune.cli.publish", *args], cwd=repo.path, text=True,
                           capture_output=True, env={**repo.env, **env})
 
 

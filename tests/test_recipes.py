@@ -1,5 +1,5 @@
 """The seed recipes: each validates against the schema, and each runs end to end offline through its
-documented command (`python -m lmtune.recipe NAME`, i.e. `dvc exp run -n NAME -S ...`) on a fixture
+documented command (`python -m lmtune.cli.recipe NAME`, i.e. `dvc exp run -n NAME -S ...`) on a fixture
 in its hub dataset's real schema, with the tiny GPT-2 from config and GPT-2's real BPE.
 
 The tiny runs add `-S` overrides after the recipe's: the model (tiny GPT-2 instead of the hub id),
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, make_repo
-from lmtune import recipe
+from lmtune.cli import recipe
 from lmtune.errors import UserError
 
 RECIPES = ["eli5", "textfiles", "wikitext2", "wikitext103", "dolly", "emotion", "rte"]
@@ -118,7 +118,7 @@ def test_command_resets_what_a_previous_experiment_left_in_the_workspace():
 def test_recipes_readme_documents_every_recipe():
     text = (ROOT / "recipes" / "README.md").read_text()
     for name in RECIPES:
-        assert f"make recipe NAME={name}" in text and f"python -m lmtune.recipe {name}" in text
+        assert f"make recipe NAME={name}" in text and f"python -m lmtune.cli.recipe {name}" in text
     assert "49.6" in text  # the published ELI5 perplexity to compare against
 
 
@@ -127,7 +127,7 @@ def test_recipes_readme_documents_every_recipe():
 def run_recipe(repo, name):
     extra = TINY_RUN + DATA[name] + SIZE.get(name, [])
     args = [a for kv in extra for a in ("-S", kv)]
-    out = repo.run(sys.executable, "-m", "lmtune.recipe", name, *args).stdout
+    out = repo.run(sys.executable, "-m", "lmtune.cli.recipe", name, *args).stdout
     params = repo.params
     assert params["task"] == recipe.load(name)["task"]
     return out, params

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_repo
-from lmtune import recipe
+from lmtune.cli import recipe
 from test_recipes import EOS, FIX, read, run_recipe, shown_experiments
 
 
@@ -38,7 +38,7 @@ def test_dolly_end_to_end(tmp_path):
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
     samples = json.loads((root / "models/export/samples.json").read_text())
     assert samples and all(s["input"] == f"### Instruction:\n{s['prompt']}\n\n### Response:\n" for s in samples)
-    out = repo.run(sys.executable, "-m", "lmtune.generate", "--prompt", "Name a color.", "--strategy", "greedy",
+    out = repo.run(sys.executable, "-m", "lmtune.cli.generate", "--prompt", "Name a color.", "--strategy", "greedy",
                    "--max-new-tokens", "3").stdout
     assert "### Instruction:\nName a color.\n\n### Response:\n" in out
     assert "dolly" in shown_experiments(repo)

@@ -5,7 +5,7 @@ import json
 import datasets
 import pytest
 
-from lmtune import sources
+from lmtune.data import sources
 from lmtune.errors import UserError
 from lmtune.params import DataParams
 

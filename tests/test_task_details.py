@@ -11,7 +11,8 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from lmtune import metrics, params, tasks
+from lmtune import params, tasks
+from lmtune.eval import metrics
 from lmtune.device import Placement
 from lmtune.errors import UserError
 from lmtune.tasks.base import pack_examples, pad_examples, scored_only

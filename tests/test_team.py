@@ -95,8 +95,8 @@ def cache_bytes(repo: Repo) -> int:
 
 
 def remote_cmd(repo: Repo, *args, **kw):
-    """`make push` / `make pull` / `make remote-check`: lmtune.remote checks the remote, then runs DVC."""
-    return repo.run(sys.executable, "-m", "lmtune.remote", *args, **kw)
+    """`make push` / `make pull` / `make remote-check`: lmtune.cli.remote checks the remote, then runs DVC."""
+    return repo.run(sys.executable, "-m", "lmtune.cli.remote", *args, **kw)
 
 
 def stage_names(repo: Repo) -> list[str]:
@@ -149,7 +149,7 @@ def team(tiny_repro, s3, ledger, tmp_path_factory) -> Team:
     a.run("git", "remote", "add", "origin", str(origin))
     a.run("git", "push", "-q", "origin", "HEAD:main")
     t = Team(s3, origin, a, base, ledger)
-    t.timed("1 S3: A dvc push (via lmtune.remote push)", lambda: remote_cmd(a, "push"), s3.stored_bytes)
+    t.timed("1 S3: A dvc push (via lmtune.cli.remote push)", lambda: remote_cmd(a, "push"), s3.stored_bytes)
     return t
 
 
@@ -158,7 +158,7 @@ def teammate(team) -> Repo:
     """B: a fresh clone that pulled everything from S3 (env-var credentials)."""
     b = team.clone("b")
     assert not (b.path / "models/final").exists()  # only git content so far
-    team.timed("1 S3: B dvc pull (via lmtune.remote pull)", lambda: remote_cmd(b, "pull"), lambda: cache_bytes(b))
+    team.timed("1 S3: B dvc pull (via lmtune.cli.remote pull)", lambda: remote_cmd(b, "pull"), lambda: cache_bytes(b))
     return b
 
 
@@ -266,10 +266,10 @@ def test_experiments_pushed_by_a_are_pulled_shown_and_applied_by_b(shared_experi
         assert shown[name]["params"]["params.yaml"]["data"]["train"]["learning_rate"] == lr
         train = shown[name]["metrics"]["metrics/train.json"]["data"]
         assert train == json.loads(team.exps[name]["metrics"]["metrics/train.json"]), name
-    # ... and in the compare table (lmtune.compare reads the same git refs: still no model bytes).
+    # ... and in the compare table (lmtune.cli.compare reads the same git refs: still no model bytes).
     reports = team.base / "b-exp-reports"
     team.timed("2 exp: B make compare lr-hi lr-lo (refs only)",
-               lambda: b.run(sys.executable, "-m", "lmtune.compare", *EXPERIMENTS, "--out", str(reports)))
+               lambda: b.run(sys.executable, "-m", "lmtune.cli.compare", *EXPERIMENTS, "--out", str(reports)))
     rows = json.loads((reports / "compare.json").read_text())["rows"]
     compared = {run["name"]: run["tuned"] for row in rows for run in row["runs"]}
     for name in EXPERIMENTS:
@@ -295,7 +295,7 @@ def test_experiments_pushed_by_a_are_pulled_shown_and_applied_by_b(shared_experi
 def test_run_cache_restores_train_for_the_same_params_in_another_clone(shared_experiments):
     team = shared_experiments
     a = team.a
-    # `make push ARGS=--run-cache`: DVC's `push --run-cache` sends the records, lmtune.remote the outputs
+    # `make push ARGS=--run-cache`: DVC's `push --run-cache` sends the records, lmtune.cli.remote the outputs
     # they name that no other push sends (the run-cache's copies of git-tracked metrics and curves).
     pushed = team.timed("3 run-cache: A make push ARGS=--run-cache", lambda: remote_cmd(a, "push", "--run-cache"),
                         team.s3.stored_bytes)
@@ -315,7 +315,7 @@ def test_run_cache_restores_train_for_the_same_params_in_another_clone(shared_ex
     assert tree_hashes(c.path, tops=("models/export",)) == team.exps["lr-hi"]["export"]
 
 
-# --- lmtune.remote without S3 (fast) ----------------------------------------------------------------------
+# --- lmtune.cli.remote without S3 (fast) ----------------------------------------------------------------------
 
 def test_remote_check_without_a_remote_or_with_a_folder_remote(tmp_path):
     repo = Repo(tmp_path)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lmtune import text
+from lmtune.data import text
 from lmtune.errors import UserError
 
 ELI5 = {  # the eli5_category schema: answers is a dict of parallel lists

@@ -14,7 +14,8 @@ import pytest
 import torch
 import transformers
 
-from lmtune import params, tasks, training
+from lmtune import params, tasks
+from lmtune.train import trainer
 from lmtune.io import save_tables
 
 IGNORE = -100
@@ -25,13 +26,13 @@ def test_collate_blocks_keeps_given_labels_and_otherwise_copies_the_input_ids():
                     "labels": np.array([IGNORE, 6, IGNORE], np.int32)},
                    {"input_ids": np.array([8, 9, 10], np.uint16), "attention_mask": np.array([1, 1, 1], np.int8),
                     "labels": np.array([IGNORE, IGNORE, 10], np.int32)}]
-    batch = training.collate_blocks(with_labels)
+    batch = trainer.collate_blocks(with_labels)
     assert batch["labels"].tolist() == [[IGNORE, 6, IGNORE], [IGNORE, IGNORE, 10]]
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 10]] and batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
     assert {t.dtype for t in batch.values()} == {torch.int64}  # embedding lookups and the loss need int64
 
     blocks = [{"input_ids": np.array([1, 2, 3], np.uint16)}, {"input_ids": np.array([4, 5, 6], np.uint16)}]
-    batch = training.collate_blocks(blocks)
+    batch = trainer.collate_blocks(blocks)
     assert set(batch) == {"input_ids", "labels"} and batch["labels"].tolist() == [[1, 2, 3], [4, 5, 6]]
     batch["labels"][0, 0] = IGNORE  # a copy: masking labels must not change the inputs
     assert batch["input_ids"][0, 0] == 1
@@ -70,7 +71,7 @@ def test_a_training_step_learns_only_from_the_response_tokens(tmp_path):
         "max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "eval_steps": 0, "early_stopping_patience": 0,
         "save_steps": 1, "logging_steps": 1, "precision": "fp32", "torch_compile": False})
     ckpts = tmp_path / "checkpoints"
-    training.train(model, None, train_ds, None, tp, 0, ckpts, "fp", tmp_path / "live")
+    trainer.train(model, None, train_ds, None, tp, 0, ckpts, "fp", tmp_path / "live")
 
     # The batch order is shuffled: match each row the model saw to its example by the input ids.
     by_ids = {tuple(row["input_ids"].tolist()): label for row, label in zip(train_ds, expected)}
@@ -84,8 +85,8 @@ def test_a_training_step_learns_only_from_the_response_tokens(tmp_path):
     assert scored.sum() == 6
     assert (grad[~scored] == 0).all() and (grad[scored] > 0).all(), grad
     # The checkpoint folder is stamped with the fingerprint and the number of processes (1 here).
-    stamp = json.loads((ckpts / training.FINGERPRINT).read_text())["fingerprint"]
-    assert stamp == training.with_world_size("fp", 1) != training.with_world_size("fp", 2)
+    stamp = json.loads((ckpts / trainer.FINGERPRINT).read_text())["fingerprint"]
+    assert stamp == trainer.with_world_size("fp", 1) != trainer.with_world_size("fp", 2)
 
 
 # ---- training_arguments: every train param reaches the Trainer ------------------------------------
@@ -97,7 +98,7 @@ def test_every_train_param_reaches_the_training_arguments(tmp_path):
         "gradient_checkpointing": True, "eval_steps": 1, "early_stopping_patience": 1, "save_steps": 2,
         "save_total_limit": 3, "logging_steps": 4, "dataloader_workers": 0, "torch_compile": False,
         "precision": "fp32"})
-    args = training.training_arguments(tp, 11, tmp_path / "ckpt")
+    args = trainer.training_arguments(tp, 11, tmp_path / "ckpt")
     got = {k: getattr(args, k) for k in (
         "output_dir", "seed", "data_seed", "learning_rate", "weight_decay", "num_train_epochs", "max_steps",
         "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_steps",
@@ -115,10 +116,10 @@ def test_every_train_param_reaches_the_training_arguments(tmp_path):
         "bf16": False, "fp16": False,
         "disable_tqdm": not sys.stderr.isatty()}  # a progress bar on a terminal only (pytest captures stderr)
     assert (args.lr_scheduler_type.value, args.eval_strategy.value, args.save_strategy.value) == ("cosine", "steps", "steps")
-    flag = training.checkpointing_flag(True)
+    flag = trainer.checkpointing_flag(True)
     assert getattr(args, next(iter(flag))) is True
 
-    quiet = training.training_arguments(tp.model_copy(update={"eval_steps": 0, "early_stopping_patience": 0,
+    quiet = trainer.training_arguments(tp.model_copy(update={"eval_steps": 0, "early_stopping_patience": 0,
                                                               "gradient_checkpointing": False}), 11, tmp_path)
     assert (quiet.eval_strategy.value, quiet.eval_steps, quiet.load_best_model_at_end) == ("no", None, False)
     assert (quiet.metric_for_best_model, quiet.greater_is_better) == (None, None)
@@ -128,23 +129,23 @@ def test_every_train_param_reaches_the_training_arguments(tmp_path):
 def test_optimizer_follows_the_torch_version_boundary(monkeypatch):
     for version, cpu_optim in (("2.3.1", "adamw_torch"), ("2.4.0", "adamw_torch_fused"), ("2.5.1", "adamw_torch_fused")):
         monkeypatch.setattr(torch, "__version__", version)
-        assert (training.optimizer_name(cuda=False), training.optimizer_name(cuda=True)) == (cpu_optim, "adamw_torch_fused")
+        assert (trainer.optimizer_name(cuda=False), trainer.optimizer_name(cuda=True)) == (cpu_optim, "adamw_torch_fused")
 
 
 def test_fp16_on_cpu_is_refused_in_one_line():
     with pytest.raises(Exception) as e:
-        training.precision_flags("fp16", False, False)
+        trainer.precision_flags("fp16", False, False)
     assert str(e.value) == "train.precision: fp16 needs a CUDA GPU (use auto or fp32 on CPU)"
 
 
 def test_a_batch_of_one_example():
-    batch = training.collate_blocks([{"input_ids": np.array([1, 2], np.uint16)}])
+    batch = trainer.collate_blocks([{"input_ids": np.array([1, 2], np.uint16)}])
     assert batch["input_ids"].tolist() == [[1, 2]] and batch["labels"].tolist() == [[1, 2]]
 
 
 def test_mean_logged_loss_without_losses_is_none():
-    assert training.mean_logged_loss([]) is None
-    assert training.mean_logged_loss([{"eval_loss": 2.0, "step": 4}]) is None
+    assert trainer.mean_logged_loss([]) is None
+    assert trainer.mean_logged_loss([{"eval_loss": 2.0, "step": 4}]) is None
 
 
 def test_fingerprint_covers_file_names_too(tmp_path):
@@ -152,9 +153,9 @@ def test_fingerprint_covers_file_names_too(tmp_path):
     data.mkdir()
     (data / "a.arrow").write_bytes(b"\x00" * 8)
     tp = params.load().train
-    before = training.fingerprint(tp, 0, [data])
+    before = trainer.fingerprint(tp, 0, [data])
     (data / "a.arrow").rename(data / "b.arrow")  # same bytes, another split or shard name
-    assert training.fingerprint(tp, 0, [data]) != before
+    assert trainer.fingerprint(tp, 0, [data]) != before
 
 
 def test_checkpoint_choices_are_printed(tmp_path, capsys):
@@ -163,12 +164,12 @@ def test_checkpoint_choices_are_printed(tmp_path, capsys):
         (ckpts / f"checkpoint-{step}").mkdir(parents=True)
         if complete:
             (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 8}))
-    (ckpts / training.FINGERPRINT).write_text(json.dumps({"fingerprint": "fp"}))
-    assert training.resumable_checkpoint(ckpts, "fp") == str(ckpts / "checkpoint-4")
+    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "fp"}))
+    assert trainer.resumable_checkpoint(ckpts, "fp") == str(ckpts / "checkpoint-4")
     out = capsys.readouterr().out.splitlines()
     assert out == [f"discarding incomplete checkpoint {ckpts / 'checkpoint-6'}", f"resuming from {ckpts / 'checkpoint-4'}"]
     (ckpts / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"global_step": 8, "max_steps": 8}))
-    assert training.resumable_checkpoint(ckpts, "fp") is None
+    assert trainer.resumable_checkpoint(ckpts, "fp") is None
     assert capsys.readouterr().out.splitlines() == [f"discarding checkpoints in {ckpts}: checkpoint-4 already finished training"]
 
 
@@ -176,7 +177,7 @@ def test_curves_skip_entries_without_numbers_and_write_only_the_curves(tmp_path,
     monkeypatch.chdir(tmp_path)  # dvclive may write dvc.yaml / a report where it runs: it must not
     history = [{"loss": 3.0, "step": 1}, {"note": "resumed", "step": 2}, {"loss": 2.0, "step": 3},
                {"train_runtime": 1.0, "step": 3}, {"loss": 1.0, "step": 4}]
-    training.write_curves(history, tmp_path / "live")
+    trainer.write_curves(history, tmp_path / "live")
     assert (tmp_path / "live/plots/metrics/loss.tsv").read_text().split() == ["step", "loss", "1", "3.0", "3", "2.0", "4", "1.0"]
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     # Only the loss curve (no `step` or wall-clock curve, no summary metrics.json), and nothing outside live/:
@@ -187,7 +188,7 @@ def test_curves_skip_entries_without_numbers_and_write_only_the_curves(tmp_path,
 def test_gpu_and_mps_machines_get_their_optimizer_and_device(monkeypatch, tmp_path):
     """Checked with CUDA / MPS pretended (TrainingArguments stubbed): the fused AdamW on CUDA whatever the
     torch version, and `use_cpu` off as soon as either accelerator is there."""
-    monkeypatch.setattr(training.transformers, "TrainingArguments", lambda **kw: kw)
+    monkeypatch.setattr(trainer.transformers, "TrainingArguments", lambda **kw: kw)
     monkeypatch.setattr(torch, "__version__", "2.3.1")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     tp = params.load().train.model_copy(update={"precision": "fp32"})
@@ -195,5 +196,5 @@ def test_gpu_and_mps_machines_get_their_optimizer_and_device(monkeypatch, tmp_pa
                                       (False, False, True, "adamw_torch")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-        kw = training.training_arguments(tp, 0, tmp_path)
+        kw = trainer.training_arguments(tp, 0, tmp_path)
         assert (kw["use_cpu"], kw["optim"], kw["dataloader_pin_memory"]) == (use_cpu, optim, cuda), (cuda, mps)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, Repo
-from lmtune import training
+from lmtune.train import trainer
 from lmtune.params import validate
 from repo_tools import copy_repo, kill_when, leftovers, python_stage, tree_hashes
 
@@ -90,12 +90,12 @@ def test_checkpoint_fingerprint_covers_params_seed_and_data_bytes(tmp_path):
     data = tmp_path / "chunks"
     data.mkdir()
     (data / "a.arrow").write_bytes(b"\x00" * 64)
-    fp = training.fingerprint(tp, 1, [data])
-    assert training.fingerprint(tp, 1, [data]) == fp
-    assert training.fingerprint(tp, 2, [data]) != fp  # seed
-    assert training.fingerprint(tp.model_copy(update={"learning_rate": 2 * tp.learning_rate}), 1, [data]) != fp  # params
+    fp = trainer.fingerprint(tp, 1, [data])
+    assert trainer.fingerprint(tp, 1, [data]) == fp
+    assert trainer.fingerprint(tp, 2, [data]) != fp  # seed
+    assert trainer.fingerprint(tp.model_copy(update={"learning_rate": 2 * tp.learning_rate}), 1, [data]) != fp  # params
     (data / "a.arrow").write_bytes(b"\x00" * 63 + b"\x01")
-    assert training.fingerprint(tp, 1, [data]) != fp  # one byte of data
+    assert trainer.fingerprint(tp, 1, [data]) != fp  # one byte of data
 
 
 CLASSIFIER = {"task": "classification", "chunk": {"mode": "pad"}, "flatten": {"label_names": ["neg", "pos"]}}
@@ -123,20 +123,20 @@ SAME = {
 
 
 def _stage_fingerprint(raw_over: dict, inputs, world_size: int) -> str:
-    """The checkpoint stamp as the train stage and training.train compose it for these params."""
+    """The checkpoint stamp as the train stage and trainer.train compose it for these params."""
     from conftest import deep_update
     from lmtune import tasks
 
     p = validate(deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), raw_over))
-    fp = training.fingerprint(p.train, p.seed, inputs) + tasks.fingerprint_extra(p)
-    return training.with_world_size(fp, world_size)
+    fp = trainer.fingerprint(p.train, p.seed, inputs) + tasks.fingerprint_extra(p)
+    return trainer.with_world_size(fp, world_size)
 
 
 def _stamped_run(tmp_path, fp: str):
     """models/checkpoints as a run killed after step 4 of 8 leaves it, stamped with `fp`."""
     ckpts = tmp_path / "checkpoints"
     _checkpoint(ckpts, 4)
-    (ckpts / training.FINGERPRINT).write_text(json.dumps({"fingerprint": fp}))
+    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": fp}))
     return ckpts
 
 
@@ -155,7 +155,7 @@ def test_checkpoint_is_discarded_when_what_it_was_trained_on_changes(tmp_path, c
     ckpts = _stamped_run(tmp_path, _stage_fingerprint(before, inputs, 1))
     if flip_base_byte:
         (inputs[1] / "model.safetensors").write_bytes(bytes(range(63)) + b"\xff")
-    assert training.resumable_checkpoint(ckpts, _stage_fingerprint(now, inputs, world_size)) is None
+    assert trainer.resumable_checkpoint(ckpts, _stage_fingerprint(now, inputs, world_size)) is None
     assert "different params or data" in capsys.readouterr().out and not ckpts.exists()
 
 
@@ -163,7 +163,7 @@ def test_checkpoint_is_discarded_when_what_it_was_trained_on_changes(tmp_path, c
 def test_checkpoint_resumes_when_only_other_settings_change(tmp_path, change):
     inputs = _inputs(tmp_path)
     ckpts = _stamped_run(tmp_path, _stage_fingerprint({}, inputs, 1))
-    assert training.resumable_checkpoint(ckpts, _stage_fingerprint(SAME[change], inputs, 1)).endswith("checkpoint-4")
+    assert trainer.resumable_checkpoint(ckpts, _stage_fingerprint(SAME[change], inputs, 1)).endswith("checkpoint-4")
 
 
 def _checkpoint(ckpts, step, max_steps=8, complete=True):
@@ -177,28 +177,28 @@ def _checkpoint(ckpts, step, max_steps=8, complete=True):
 def test_resumable_checkpoint_rules(tmp_path, capsys):
     ckpts = tmp_path / "checkpoints"
     _checkpoint(ckpts, 4)
-    (ckpts / training.FINGERPRINT).write_text(json.dumps({"fingerprint": "old"}))
+    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "old"}))
     # Different params or data: discarded with a message, never resumed.
-    assert training.resumable_checkpoint(ckpts, "new") is None
+    assert trainer.resumable_checkpoint(ckpts, "new") is None
     assert "discarding checkpoints" in capsys.readouterr().out and not ckpts.exists()
     # Same fingerprint: the newest complete checkpoint; a half-written newer one (killed mid-save) is removed.
     _checkpoint(ckpts, 4)
     _checkpoint(ckpts, 8, complete=False)
-    (ckpts / training.FINGERPRINT).write_text(json.dumps({"fingerprint": "same"}))
-    assert training.resumable_checkpoint(ckpts, "same").endswith("checkpoint-4")
+    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "same"}))
+    assert trainer.resumable_checkpoint(ckpts, "same").endswith("checkpoint-4")
     assert not (ckpts / "checkpoint-8").exists()
     # A checkpoint that already reached max_steps is not resumed (the Trainer would run a step too many).
     _checkpoint(ckpts, 8)
-    assert training.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
+    assert trainer.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
     # No stamp (e.g. a folder from another tool): discarded.
     _checkpoint(ckpts, 4)
-    assert training.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
+    assert trainer.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
 
 
 def test_curves_come_from_the_log_history_at_global_steps(tmp_path):
     history = [{"loss": 3.0, "epoch": 0.1, "step": 1}, {"loss": 2.0, "epoch": 0.2, "step": 5},
                {"eval_loss": 2.5, "step": 5}, {"train_runtime": 1.2, "train_loss": 2.5, "epoch": 0.2, "step": 5}]
-    training.write_curves(history, tmp_path / "live")
+    trainer.write_curves(history, tmp_path / "live")
     assert (tmp_path / "live/plots/metrics/loss.tsv").read_text().split() == ["step", "loss", "1", "3.0", "5", "2.0"]
     assert (tmp_path / "live/plots/metrics/eval/loss.tsv").read_text().split() == ["step", "loss", "5", "2.5"]
     assert not list((tmp_path / "live").rglob("*runtime*"))  # wall clock stays out of the tracked curves
@@ -206,7 +206,7 @@ def test_curves_come_from_the_log_history_at_global_steps(tmp_path):
 
 def test_mean_logged_loss_is_step_weighted_and_survives_resume():
     history = [{"loss": 4.0, "step": 1}, {"loss": 2.0, "step": 3}, {"eval_loss": 9.0, "step": 3}, {"loss": 1.0, "step": 4}]
-    assert training.mean_logged_loss(history) == pytest.approx((4 + 2 * 2 + 1) / 4)
+    assert trainer.mean_logged_loss(history) == pytest.approx((4 + 2 * 2 + 1) / 4)
 
 
 @pytest.mark.slow

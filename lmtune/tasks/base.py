@@ -3,7 +3,7 @@
 A task owns what differs between tasks at every stage: which raw fields it reads and the flat columns it
 writes (flatten), its token features (tokenize), how token ids become fixed-size examples (chunk), its
 model class (train, evaluate, export), its evaluation numbers and primary metric (evaluate, compare), and
-how a sample and a metrics table are shown (export, `lmtune.generate`, `lmtune.report`).
+how a sample and a metrics table are shown (export, `lmtune.cli.generate`, `lmtune.cli.report`).
 """
 import hashlib
 import json
@@ -133,7 +133,7 @@ class Task:
         return "actual,predicted\n"
 
     def summary(self, name: str, m: dict) -> str:
-        """One printed line of a model's evaluation numbers (`evaluate`, `lmtune.report`)."""
+        """One printed line of a model's evaluation numbers (`evaluate`, `lmtune.cli.report`)."""
         raise NotImplementedError
 
     def metrics_table(self, ev: dict) -> list[str]:
@@ -145,7 +145,7 @@ class Task:
         `value` and optional `args`, as huggingface_hub's EvalResult takes them."""
         raise NotImplementedError
 
-    # ---- samples (export, lmtune.generate) ------------------------------------------------------
+    # ---- samples (export, lmtune.cli.generate) ------------------------------------------------------
 
     def card_facts(self, p) -> list[str]:
         """Task-specific bullet lines for the model card."""
@@ -179,7 +179,7 @@ class Task:
         raise NotImplementedError
 
     def show_sample(self, s: dict) -> str:
-        """A sample as `lmtune.generate` prints it."""
+        """A sample as `lmtune.cli.generate` prints it."""
         raise NotImplementedError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from lmtune import text
+from lmtune.data import text
 from lmtune.errors import UserError
 from lmtune.tasks.base import columns, examples_table, no_examples, pad_examples, scored_only
 from lmtune.tasks.lm import LanguageModelTask
@@ -32,8 +32,8 @@ class CausalLM(LanguageModelTask):
         return {"input_ids": text.tokenize_texts(tokenizer, batch["text"], eos_id)}
 
     def chunk(self, ds, mode: str, block_size: int, pad_id: int, where: str) -> pa.Table:
-        """concat: the global concatenation cut into blocks (lmtune.chunking, zero-copy); pad: per document."""
-        from lmtune import chunking
+        """concat: the global concatenation cut into blocks (lmtune.data.chunking, zero-copy); pad: per document."""
+        from lmtune.data import chunking
 
         if mode == "pad":
             _, ids_list, dtype = columns(ds)

@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pyarrow as pa
 
-from lmtune import text
+from lmtune.data import text
 from lmtune.errors import UserError
 from lmtune.tasks.base import Task, columns, examples_table, md_cell, no_examples, pad_examples
 
@@ -110,7 +110,7 @@ class Classification(Task):
                  desc: str | None = None) -> dict:
         """accuracy, macro-F1, per-class reference and prediction counts, confusion matrix (rows = actual),
         and each example's label and prediction ("blocks")."""
-        from lmtune import metrics
+        from lmtune.eval import metrics
 
         r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), batch_size, len(label_names),
                                         autocast=autocast, desc=desc)
@@ -142,7 +142,7 @@ class Classification(Task):
 
     def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
         """The predicted label and class probabilities of each `generate.prompts` text."""
-        from lmtune import generation
+        from lmtune.eval import generation
 
         return generation.classify(model, tokenizer, gp.prompts, placement)
 

@@ -3,7 +3,7 @@ eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or p
 import numpy as np
 import pyarrow as pa
 
-from lmtune import text
+from lmtune.data import text
 from lmtune.tasks.base import columns, examples_table, no_examples, pack_examples, pad_examples, scored_only
 from lmtune.tasks.lm import LanguageModelTask
 

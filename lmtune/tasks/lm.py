@@ -26,7 +26,7 @@ class LanguageModelTask(Task):
                  desc: str | None = None) -> dict:
         """Loss, perplexity, next-token accuracy over the scored tokens (labels != -100: an instruction
         model is scored on its responses only); with the tokenizer also bits per byte and per-block sums."""
-        from lmtune import metrics
+        from lmtune.eval import metrics
 
         byte_lengths = metrics.token_byte_lengths(tokenizer) if tokenizer is not None else None
         return metrics.evaluate_causal_lm(model, blocks, batch_size, byte_lengths=byte_lengths, autocast=autocast,
@@ -50,7 +50,7 @@ class LanguageModelTask(Task):
     def prepare_export(self, model, tokenizer, gp) -> None:
         from transformers import GenerationConfig
 
-        from lmtune import generation
+        from lmtune.eval import generation
 
         model.generation_config = GenerationConfig(
             **generation.strategies(gp)["top_p"], max_new_tokens=gp.max_new_tokens,
@@ -64,7 +64,7 @@ class LanguageModelTask(Task):
                 "`generate()` use these unless you pass your own (e.g. `do_sample=False` for greedy)."]
 
     def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
-        from lmtune import generation
+        from lmtune.eval import generation
 
         fmt = None if raw or self.prompt_for(fp, "") is None else (lambda prompt: self.prompt_for(fp, prompt))
         return generation.samples(model, tokenizer, gp, placement, format_prompt=fmt, only=strategy)

@@ -1,4 +1,4 @@
-"""Run a seed recipe as a DVC experiment: `python -m lmtune.recipe NAME [-S key=value ...] [dvc args]`.
+"""Run a seed recipe as a DVC experiment: `python -m lmtune.cli.recipe NAME [-S key=value ...] [dvc args]`.
 
 A recipe is `recipes/<NAME>.yaml`: params overrides on top of params.yaml. It becomes
 `dvc exp run -n NAME -S key=value ...`, so every recipe shows by name in `dvc exp show` beside the
@@ -128,7 +128,7 @@ def command(name: str, extra_sets: list[str] = (), dvc_args: list[str] = (), roo
 
 @cli
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lmtune.recipe", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lmtune.cli.recipe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help=f"one of: {', '.join(known())}")
     ap.add_argument("-S", "--set-param", dest="sets", action="append", default=[], metavar="KEY=VALUE")

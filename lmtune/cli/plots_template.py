@@ -1,4 +1,4 @@
-"""The page `dvc plots show` / `dvc plots diff` write, rendering offline: `python -m lmtune.plots_template`.
+"""The page `dvc plots show` / `dvc plots diff` write, rendering offline: `python -m lmtune.cli.plots_template`.
 
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so without network it is blank.
 This template carries the same three libraries inline, from the vl-convert-python wheel

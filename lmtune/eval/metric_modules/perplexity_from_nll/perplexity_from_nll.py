@@ -21,7 +21,7 @@ Returns:
     perplexity (`float` or `None`): exp(loss); `None` when exp(loss) is not a finite float64.
     n_tokens (`int`): total scored tokens.
 Examples:
-    >>> ppl = evaluate.load("lmtune/metric_modules/perplexity_from_nll")
+    >>> ppl = evaluate.load("lmtune/eval/metric_modules/perplexity_from_nll")
     >>> ppl.compute(nll_sum=[2.0, 6.0], n_tokens=[1, 3])
     {'loss': 2.0, 'perplexity': 7.38905609893065, 'n_tokens': 4}
 """

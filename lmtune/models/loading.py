@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lmtune.checks import check_safetensors, one_line
 from lmtune.errors import UserError
 from lmtune.params import ModelParams
-from lmtune.sources import package_dir
+from lmtune.data.sources import package_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -37,7 +37,7 @@ def smollm2():
 
 def gpt2_from_config(arch, seed: int):
     """A freshly initialised GPT-2 of the given shape with GPT-2's real BPE tokenizer (offline)."""
-    from lmtune.gpt2_bpe import build_gpt2_tokenizer
+    from lmtune.models.gpt2_bpe import build_gpt2_tokenizer
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

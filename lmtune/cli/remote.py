@@ -1,9 +1,9 @@
 """Check a DVC remote before pushing or pulling: one line for a wrong endpoint or a missing bucket.
 
-    python -m lmtune.remote check [-r NAME]        # `make remote-check`
-    python -m lmtune.remote push [dvc push args]   # `make push`: check, then `dvc push`; with
+    python -m lmtune.cli.remote check [-r NAME]        # `make remote-check`
+    python -m lmtune.cli.remote push [dvc push args]   # `make push`: check, then `dvc push`; with
                                                    # --run-cache also the outputs the records name
-    python -m lmtune.remote pull [dvc pull args]   # `make pull`: check, then `dvc pull`
+    python -m lmtune.cli.remote pull [dvc pull args]   # `make pull`: check, then `dvc pull`
 
 Why a wrapper: what DVC 3.67 + dvc-s3 3.3 print on their own, measured on the tiny pipeline here:
 - wrong endpoint, `dvc pull`: 3 min 20 s of retries, then 2 ERROR lines and a "Missing cache files"
@@ -108,7 +108,7 @@ def push_run_cache_outputs(name: str | None) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("check", "push", "pull"):
-        raise UserError("usage: python -m lmtune.remote check|push|pull [-r NAME] [dvc push/pull options]")
+        raise UserError("usage: python -m lmtune.cli.remote check|push|pull [-r NAME] [dvc push/pull options]")
     command, rest = argv[0], argv[1:]
     name = _remote_name(rest)
     print(check(name), flush=True)

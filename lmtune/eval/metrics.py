@@ -1,6 +1,6 @@
 """Evaluation numbers for causal LMs and classifiers, computed through the repo's own metric modules.
 
-The modules live in `lmtune/metric_modules/<name>/<name>.py` and are loaded by path, so nothing is
+The modules live in `lmtune/eval/metric_modules/<name>/<name>.py` and are loaded by path, so nothing is
 fetched from the Hugging Face hub (the default pipeline runs with HF_HUB_OFFLINE=1).
 """
 
@@ -25,7 +25,7 @@ _PAD_VALUES = {"labels": IGNORE_INDEX, "attention_mask": 0}
 
 @functools.lru_cache(maxsize=None)
 def load_metric(name: str) -> evaluate.EvaluationModule:
-    """Load `lmtune/metric_modules/<name>` by path (cached: one shared instance per name).
+    """Load `lmtune/eval/metric_modules/<name>` by path (cached: one shared instance per name).
 
     The instance is stateful (add_batch buffers until compute), so callers must not interleave two
     add_batch/compute cycles on the same name.
@@ -212,7 +212,7 @@ def token_byte_lengths(tokenizer) -> torch.Tensor:
     bytes are exact and add up to the text's bytes. Other tokenizers: the bytes of the token decoded
     alone (a token holding part of a multi-byte character is then approximate).
     """
-    from lmtune.gpt2_bpe import bytes_to_unicode
+    from lmtune.models.gpt2_bpe import bytes_to_unicode
 
     vocab = len(tokenizer)
     special = set(tokenizer.all_special_ids)

@@ -16,7 +16,7 @@ Returns:
     accuracy (`float`): pooled accuracy in [0, 1].
     n_tokens (`int`): total scored tokens.
 Examples:
-    >>> acc = evaluate.load("lmtune/metric_modules/token_accuracy")
+    >>> acc = evaluate.load("lmtune/eval/metric_modules/token_accuracy")
     >>> acc.compute(n_correct=[3, 1], n_tokens=[4, 6])
     {'accuracy': 0.4, 'n_tokens': 10}
 """

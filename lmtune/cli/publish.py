@@ -1,4 +1,4 @@
-"""Publish models/export/ to the Hugging Face hub: `python -m lmtune.publish user/name [--private]
+"""Publish models/export/ to the Hugging Face hub: `python -m lmtune.cli.publish user/name [--private]
 [--revision BRANCH] [--dry-run]` (= `make publish REPO=user/name ARGS=...`).
 
 Creates the model repo if it does not exist and uploads the export folder as one commit, through

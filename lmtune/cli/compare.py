@@ -1,4 +1,4 @@
-"""Compare runs: `python -m lmtune.compare [EXP ...] [--all]` (make compare).
+"""Compare runs: `python -m lmtune.cli.compare [EXP ...] [--all]` (make compare).
 
 Default runs: the workspace, HEAD and every experiment of HEAD (as `dvc exp show`); EXP names or revs
 pick some (from any commit); --all takes every commit's. Reads DVC's own outputs only:
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmtune import paths, plots_template, stats, tasks
+from lmtune import paths, stats, tasks
+from lmtune.cli import plots_template
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_write_bytes, atomic_write_text
 
@@ -679,7 +680,7 @@ def collect(wanted: list[str], all_commits: bool) -> tuple[list[Run], list[str]]
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lmtune.compare", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lmtune.cli.compare", description=__doc__.split("\n")[0])
     ap.add_argument("exps", nargs="*", metavar="EXP", help="experiment names, branches or commits (default: "
                     "the workspace, HEAD and every experiment of HEAD)")
     ap.add_argument("--all", action="store_true", help="every commit's runs (dvc exp show --all-commits)")

@@ -1,4 +1,4 @@
-"""Generate text from the exported model: `python -m lmtune.generate --prompt "..." [--strategy top_p]`.
+"""Generate text from the exported model: `python -m lmtune.cli.generate --prompt "..." [--strategy top_p]`.
 
 Decoding settings default to params.yaml's `generate` section; flags override them. What a sample is comes
 from the task (lmtune/tasks/): generations per decoding strategy, or a classifier's predicted label.
@@ -7,7 +7,8 @@ import argparse
 
 from transformers import AutoTokenizer
 
-from lmtune import device, generation, params, paths, tasks
+from lmtune import device, params, paths, tasks
+from lmtune.eval import generation
 from lmtune.errors import cli
 from lmtune.models import check_model_dir
 

@@ -22,7 +22,7 @@ Returns:
     predicted_counts (`list` of `int`): prediction count per class,
     confusion_matrix (`list` of `list` of `int`): rows = reference class, columns = predicted class.
 Examples:
-    >>> clf = evaluate.load("lmtune/metric_modules/classification")
+    >>> clf = evaluate.load("lmtune/eval/metric_modules/classification")
     >>> clf.compute(predictions=[0, 1, 1], references=[0, 1, 0], num_labels=2)["accuracy"]
     0.6666666666666666
 """

@@ -1,0 +1,1 @@
+"""Entry points: what people type (python -m lmtune.cli.NAME); they call the library below."""

@@ -1,0 +1,1 @@
+"""Sources, text, chunking."""

@@ -1,0 +1,1 @@
+"""Scoring a model per evaluation unit, metric modules, sampling."""

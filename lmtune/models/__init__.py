@@ -1,0 +1,1 @@
+"""Loading base models (hub, folder, bundled), GPT-2's BPE."""

@@ -1,0 +1,1 @@
+"""Training: Trainer arguments, collation, checkpoints and resume, launch, memory."""
