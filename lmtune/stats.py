@@ -287,19 +287,26 @@ def compare(a: Ratio, b: Ratio, higher_is_better: bool, paired: bool, level: flo
         verdict = "better" if a_higher == higher_is_better else "worse"
     else:
         verdict = "within noise"
-    with np.errstate(divide="ignore", invalid="ignore"):  # a ratio only where both metrics are > 0
-        log_ratio, log_boot = np.log(a.value() / b.value()), np.log(boot[0] / boot[1])
-    log_low, log_high = _interval(log_ratio, log_boot, level, df)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a ratio only where both metrics are > 0 (nan else)
+        log_ratio = np.log(np.float64(a.value()) / b.value())
+        log_boot = np.log(boot[0] / boot[1])
+        log_low, log_high = _interval(log_ratio, log_boot, level, df)
+        sd_log = float(np.std(log_boot))
     return Comparison(diff, low, high, verdict, paired, noise_covered(a, b, paired), float(np.expm1(log_ratio)),
                       float(np.expm1(log_low)), float(np.expm1(log_high)), float(np.std(boot[0] - boot[1])),
-                      float(np.std(log_boot)), level, df)
+                      sd_log, level, df)
 
 
-def detectable(sd: float, level: float = LEVEL, power: float = POWER) -> float:
+def detectable(sd: float, level: float = LEVEL, power: float = POWER, df: int | None = None) -> float:
     """The smallest true difference a two-sided test at `level` finds with probability `power`, given the
-    standard deviation of the estimated difference: (z_0.975 + z_0.80) * sd = 2.80 * sd at the defaults."""
-    z = NormalDist().inv_cdf
-    return (z((1 + level) / 2) + z(power)) * sd
+    standard deviation of the estimated difference: (z_0.975 + z_0.80) * sd = 2.80 * sd at the defaults;
+    with df, t quantiles instead (the verdicts use them): (2.23 + 0.88) * sd for df = 10."""
+    if df is None:
+        z = NormalDist().inv_cdf
+        return (z((1 + level) / 2) + z(power)) * sd
+    from scipy.special import stdtrit
+
+    return (_t(level, df) + float(stdtrit(df, power))) * sd
 
 
 def same_units(a: dict[str, np.ndarray], b: dict[str, np.ndarray], keys=("n_tokens", "n_bytes")) -> bool:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 LRS = ("3e-3", "1e-4")   # around the tiny run's 1e-3
 FILES = ("compare.html", "compare.txt", "compare.json")
-CHARTS = ("loss", "eval_loss", "perplexity", "sweep")
+CHARTS = ("loss", "eval_loss", "forest", "sweep")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def table_lines(out: str, names) -> dict[str, str]:
 
 
 def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
-    from lmtune.cli import compare
+    from lmtune.report.formats import fmt_metric, fmt_param
 
     repo, out, first = swept
     runs = runs_of(repo)
@@ -70,8 +70,8 @@ def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
     for name, run in runs.items():
         line = lines[name]
         tuned, base = run["eval"]["tuned"], run["eval"]["base"]
-        assert compare.fmt_metric(tuned["perplexity"], "perplexity") in line, (name, line)
-        assert compare.fmt_param(run["lr"]) in line
+        assert fmt_metric(tuned["perplexity"], "perplexity") in line, (name, line)
+        assert fmt_param(run["lr"]) in line
         assert f"{(tuned['perplexity'] / base['perplexity'] - 1) * 100:+.1f}%" in line
         assert f"{tuned['accuracy']:.3f}" in line
         assert re.search(r"\[[\d.]+, [\d.]+\]", line), line  # its 95% interval, from metrics/blocks.csv
