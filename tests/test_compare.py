@@ -270,3 +270,126 @@ def test_blocks_that_do_not_match_eval_json_are_flagged():
     text = render_text(analysis.analyse(runs))
     assert "warning: exp-low: metrics/blocks.csv gives perplexity" in text
     assert "warning" not in render_text(analysis.analyse(sweep()))
+
+
+# ---- verdicts that hold up (issue 22): reference, selection, detectable change, groups, stale runs ------
+
+def test_verdicts_against_the_best_are_corrected_for_picking_it():
+    report = analysis.analyse(sweep())
+    levels = [r.vs_ref.level for r in report.rows if r.vs_ref]
+    assert levels == pytest.approx([1 - 0.05 / 2] * 2)  # Bonferroni over the 2 comparisons with the picked best
+    assert "Bonferroni over 2" in render_text(report)
+    two = analysis.analyse(sweep()[:2])
+    assert {r.vs_ref.level for r in two.rows if r.vs_ref} == {0.95}
+
+
+def test_against_names_the_baseline_of_every_verdict():
+    report = analysis.analyse(sweep(), against="exp-high")
+    verdicts = {r.name: r.verdict for r in report.rows}
+    assert verdicts == {"exp-high": "reference", "main": "within noise", "exp-low": "worse"}
+    assert report.rows[0].name == "main" and {r.vs_ref.level for r in report.rows if r.vs_ref} == {0.95}
+    text = render_text(report)
+    assert "verdicts vs exp-high (--against), at 95% each" in text
+    assert text.splitlines()[4].startswith("*  main")  # still ranked, the best still starred
+    with pytest.raises(UserError, match="--against 'nope'"):
+        analysis.analyse(sweep(), against="nope")
+
+
+def test_smallest_detectable_change_and_runs_closer_than_it():
+    report = analysis.analyse(sweep())
+    c = next(r.vs_ref for r in report.rows if r.name == "exp-high")
+    assert report.detectable == pytest.approx(np.median(
+        [analysis.detectable(r.vs_ref, False) for r in report.rows if r.vs_ref]))
+    assert 0 < abs(c.rel) * 100 < report.detectable
+    text = render_text(report)
+    assert f"smallest detectable change: {report.detectable:.1f}% in perplexity on these 32 validation blocks" in text
+    assert f"closer to main than that: exp-high ({c.rel * 100:+.1f}%)" in text
+    assert "exp-low (" not in text.split("closer to main")[1]  # 5% worse on every block: called, not "close"
+
+
+def test_repeats_are_not_called_seed_changes():
+    base = nll(5)
+    runs = [lm_run("r1", seed=1, nll=base), lm_run("r2", seed=1, nll=base * 1.001), lm_run("s3", seed=3, nll=base * 0.999)]
+    text = render_text(analysis.analyse(runs[:2]))
+    assert "r1, r2 repeats of one config (identical params, seed included)" in text and "differ only in seed" not in text
+    text = render_text(analysis.analyse(runs))
+    assert "r1, r2, s3 differ only in seed (1, 1, 3: some are repeats)" in text
+
+
+def test_document_ids_order_the_units_and_choose_the_document_bootstrap():
+    run = sweep()[1]
+    n = len(run.blocks["tuned_nll"])
+    doc, pos = np.repeat(np.arange(8), 4), np.tile(np.arange(4), 8)
+    shuffle = np.random.default_rng(0).permutation(n)  # rows in any order: (doc, pos) restores the stream
+    run.blocks = {k: v[shuffle] for k, v in {**run.blocks, "doc": doc.astype(float), "pos": pos.astype(float)}.items()}
+    r = analysis.ratio(run, "perplexity")
+    assert np.array_equal(r.doc[0], doc) and r.resampling().method == "documents"
+    assert r.value() == pytest.approx(run.eval["tuned"]["perplexity"])
+    report = analysis.analyse([run])
+    assert "intervals: document bootstrap (8 documents, each resampled whole)" in render_text(report)
+    without = analysis.analyse([sweep()[1]])
+    assert "intervals: block bootstrap over stream order (11 runs of 3" in render_text(without)
+
+
+def lock(train_out="aaa.dir", eval_reads="aaa.dir"):
+    return {"stages": {
+        "chunk": {"deps": [{"path": "data/tokens", "md5": "t.dir"}], "outs": [{"path": "data/chunks", "md5": "c.dir"}]},
+        "train": {"deps": [{"path": "data/chunks", "md5": "c.dir"}], "outs": [{"path": "models/final", "md5": train_out}]},
+        "evaluate": {"deps": [{"path": "data/chunks", "md5": "c.dir"}, {"path": "models/final", "md5": eval_reads}],
+                     "outs": [{"path": "metrics/eval.json", "md5": "e"}, {"path": "metrics/blocks.csv", "md5": "b"}]},
+        "export": {"deps": [{"path": "models/final", "md5": "old.dir"}], "outs": [{"path": "models/export", "md5": "x"}]},
+    }}
+
+
+def test_metrics_of_another_model_are_detected_from_dvc_lock():
+    from lmtune.report.runs import stale_metrics
+
+    assert stale_metrics(lock()) is None  # export being stale does not touch the metrics
+    why = stale_metrics(lock(train_out="new.dir"))  # `dvc exp run -s train`: a new model, the parent's eval
+    assert why.startswith("metrics/eval.json is not from its own model: dvc.lock's evaluate read models/final aaa.dir")
+    assert "train wrote new.dir" in why and "-s train" in why
+    upstream = lock()
+    upstream["stages"]["chunk"]["outs"][0]["md5"] = "c2.dir"  # data re-chunked, train and evaluate not rerun
+    assert "read data/chunks c.dir, but chunk wrote c2.dir" in stale_metrics(upstream)
+    assert stale_metrics({}) is None and stale_metrics(None) is None
+
+
+def test_forest_plot_shows_each_change_with_its_interval_on_a_zoomed_axis():
+    report = analysis.analyse(sweep())
+    spec = charts.forest_spec(report)
+    points = {p["run"]: p for p in spec["data"]["values"]}
+    assert set(points) == {"main", "exp-low", "exp-high"}
+    for row in report.rows:
+        p = points[row.name]
+        assert p["low"] < p["change"] < p["high"] and p["change"] == pytest.approx(row.vs_base_cmp.rel * 100)
+        assert p["change"] == pytest.approx(row.vs_base, abs=1e-9)
+    lo, hi = spec["layer"][-1]["encoding"]["x"]["scale"]["domain"]
+    assert lo <= min(p["low"] for p in points.values()) and hi >= max(p["high"] for p in points.values())
+    assert hi < 0 and hi - lo < 10  # around -28%: zoomed in, not drawn from zero
+    against = charts.forest_spec(analysis.analyse(sweep(), against="exp-high"))
+    assert {p["run"]: p["change"] for p in against["data"]["values"]}["exp-high"] == 0.0
+    assert against["layer"][0]["encoding"]["x"]["field"] == "zero"  # the reference line at 0
+
+
+@pytest.mark.parametrize("lrs", [[5e-5, 1e-4, 1.5e-4, 2e-4, 3e-4], [1e-5, 5e-5, 1e-4, 1.5e-4, 1e-3]])
+def test_sweep_axis_tells_close_values_apart(lrs):
+    """The issue's sweep wrote 1.5e-4 as "0.0001" beside 1e-4, labels overlapping. Upright labels need a
+    label's width between ticks; turned ones (the second sweep: 1e-4 and 1.5e-4 close on a 2-decade axis)
+    their height, 10 px, plus a little."""
+    import re
+
+    import vl_convert as vlc
+
+    base = nll(0)
+    report = analysis.analyse([lm_run(f"lr{i}", lr, nll=base * (1 + i / 200)) for i, lr in enumerate(lrs)])
+    assert charts.tick_format(lrs) == ".1~e" and charts.tick_format([1e-5, 1e-4, 1e-3]) == ".0~e"
+    assert charts.tick_format([4, 8, 16]) == "~g" and charts.tick_format([0.05, 0.1]) == "~g"
+    svg = vlc.vegalite_to_svg(charts.sweep_spec(report))
+    # Axis labels: <text ... transform="translate(x,y) rotate(a)">label</text>, one per swept value.
+    labels = re.findall(r'<text[^>]*transform="translate\(([\d.]+),[\d.]+\)(?: rotate\(([-\d.]+)\))?[^"]*"[^>]*>([^<]+)</text>', svg)
+    ticks = {text: (float(x), angle) for x, angle, text in labels if re.fullmatch(r"[\d.]+e-\d", text)}
+    assert set(ticks) == {f"{v:.1e}".replace(".0e", "e").replace("e-0", "e-") for v in lrs}, labels
+    xs = sorted(x for x, _ in ticks.values())
+    upright = all(not a or float(a) % 360 == 0 for _, a in ticks.values())
+    need = 6 * len("1.5e-4") if upright else 13  # a label's width upright, its height turned
+    assert min(b - a for a, b in zip(xs, xs[1:])) >= need, ticks

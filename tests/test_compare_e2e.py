@@ -133,6 +133,33 @@ def test_compare_html_renders_offline_in_chromium(swept, tmp_path):
         assert div and len(re.findall(r'class="mark-', div.group(1))) >= 2, name
 
 
+def only_charts(page_html: str, keep: set[str]) -> str:
+    """compare.html with only the `keep` charts (their divs stay; the others get no spec to draw)."""
+    start = page_html.index("const specs = ") + len("const specs = ")
+    end = page_html.index(";\nfor (const", start)
+    specs = {k: v for k, v in json.loads(page_html[start:end].replace("<\\/", "</")).items() if k in keep}
+    return page_html[:start] + json.dumps(specs).replace("</", "<\\/") + page_html[end:]
+
+
+def test_chromium_draws_the_forest_plot(swept, tmp_path):
+    """The forest plot alone draws coloured marks (its points and intervals); the page without it, none."""
+    repo, _, first = swept
+    page_html = first["compare.html"].decode()
+    shares = {}
+    for name, keep in (("forest", {"forest"}), ("none", set())):
+        page = tmp_path / f"{name}.html"
+        page.write_text(only_charts(page_html, keep))
+        pixels, messages = browser.screenshot(page, tmp_path)
+        assert browser.page_errors(messages) == [], messages
+        shares[name] = browser.shares(pixels)[1]
+    # Measured here: 0.3% coloured pixels with the forest plot (3 runs), 0.0 without any chart.
+    assert shares["none"] == 0.0 and shares["forest"] > 0.001, shares
+    dom, _ = browser.dom(tmp_path / "forest.html", tmp_path)
+    div = re.search(r'<div id="chart-forest"[^>]*>(.*?)</svg>', dom, re.S).group(1)
+    assert len(re.findall(r'<path[^>]*aria-roledescription="point"', div)) == 3, div[:2000]
+    assert "change in perplexity" in div
+
+
 def test_dvc_plots_diff_page_renders_offline_in_chromium(swept, tmp_path):
     repo, _, _ = swept
     runs = runs_of(repo)
@@ -177,3 +204,14 @@ def test_named_experiments_only(swept, tmp_path):
     assert set(table_lines(out, exps)) == set(exps)
     bad = repo.run(sys.executable, "-m", "lmtune.cli.compare", "no-such-exp", check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: compare: no run 'no-such-exp'"), bad.stderr
+
+
+def test_a_run_of_only_train_is_left_out_saying_why(swept, tmp_path):
+    """`dvc exp run -s train` commits the parent's metrics/eval.json beside a new model: dvc.lock shows it.
+    (Last in this file: it adds an experiment the tests above do not expect.)"""
+    repo, _, _ = swept
+    repo.dvc("exp", "run", "-s", "train", "-S", "train.learning_rate=5e-4", "-n", "train-only")
+    out = repo.run(sys.executable, "-m", "lmtune.cli.compare", "--out", str(tmp_path)).stdout
+    assert "left out: train-only: metrics/eval.json is not from its own model: dvc.lock's evaluate read" in out.replace("\n  ", " ")
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert "train-only" not in {row["name"] for row in report["rows"]} and len(report["rows"]) == 3

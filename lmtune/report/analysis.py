@@ -290,7 +290,7 @@ def _detectable_notes(report: Report, runs: list[Run]) -> list[str]:
            "(80% power, verdicts' level); more documents or all blocks buy resolution (README: 'How small a "
            "difference can compare see?')"]
     close = [f"{row.name} ({fmt_change(change(c, hib)[0], unit)})" for row, c in comps
-             if row.vs_ref is c and abs(change(c, hib)[0]) < report.detectable]
+             if row.vs_ref is c and c.verdict == "within noise" and abs(change(c, hib)[0]) < report.detectable]
     if close:
         out.append(f"closer to {report.reference.name} than that: {', '.join(close)}: this validation set cannot "
                    "tell them apart ('within noise' does not mean equal)")

@@ -91,8 +91,9 @@ def forest_spec(report: Report) -> dict | None:
     y = {"field": "run", "type": "nominal", "sort": [p["run"] for p in points], "title": None}
     x = {"field": "change", "type": "quantitative", "title": f"change in {LABELS[report.key]} vs {against} ({unit})",
          "scale": {"domain": domain, "zero": False, "nice": False}}
-    colour = {"field": "verdict", "type": "nominal", "title": "verdict",
-              "scale": {"domain": list(VERDICT_COLOURS), "range": list(VERDICT_COLOURS.values())}}
+    present = [v for v in VERDICT_COLOURS if any(p["verdict"] == v for p in points)]
+    colour = {"field": "verdict", "type": "nominal", "title": f"verdict vs {report.reference.name}",
+              "scale": {"domain": present, "range": [VERDICT_COLOURS[v] for v in present]}}
     layers = [
         {"mark": {"type": "rule", "strokeWidth": 2.5}, "transform": [{"filter": "datum.low != null"}],
          "encoding": {"y": y, "x": {**x, "field": "low"}, "x2": {"field": "high"}, "color": colour}},
@@ -104,7 +105,8 @@ def forest_spec(report: Report) -> dict | None:
         layers.insert(0, {"data": {"values": [{"zero": 0}]}, "mark": {"type": "rule", "color": "#888", "strokeDash": [4, 3]},
                           "encoding": {"x": {"field": "zero", "type": "quantitative", "scale": x["scale"]}}})
     subtitle = [] if report.detectable is None else [
-        f"smallest detectable change on this validation set: {report.detectable:.1f}{report.change_unit}"]
+        f"runs within {report.detectable:.1f}{report.change_unit} of {report.reference.name} cannot be told apart "
+        "on this validation set (smallest detectable change, 80% power)"]
     return {"title": {"text": f"change in {LABELS[report.key]} per run vs {against} (95% interval)",
                       "subtitle": subtitle, "anchor": "middle"},
             "width": 420, "height": max(80, 34 * len(points)), "data": {"values": points}, "layer": layers}
@@ -124,20 +126,24 @@ def tick_format(values: list[float]) -> str:
     return ".6~e"
 
 
-def _sweep_x(p: str, vals: list, width: int) -> dict:
-    """The x encoding for one swept param: numeric values on a log or linear axis, labelled at each value."""
+def _sweep_x(p: str, vals: list, width: int) -> tuple[dict, int]:
+    """(x encoding, panel width) for one swept param: numeric values on a log or linear axis, labelled at
+    each value; the panel widens until neighbouring labels are at least 14 px apart."""
     distinct = sorted(set(vals))
     log = min(distinct) > 0 and max(distinct) / min(distinct) >= 10
     pos = [math.log10(v) for v in distinct] if log else distinct
     span = (pos[-1] - pos[0]) or 1.0
     gap = min((b - a) / span * width for a, b in zip(pos, pos[1:])) if len(pos) > 1 else width
     scale = {"type": "log"} if log else {"zero": False}
+    scale["nice"] = False  # a log axis "nice"d out to whole decades would squeeze the values together
     scale["padding"] = 16  # pixels: the end points and their intervals clear the axes
     fmt = tick_format(distinct)
     longest = max(len(f"{v:g}" if fmt == "~g" else f"{v:.{int(fmt[1])}e}".replace("e-0", "e-")) for v in distinct)
     # ~6 px a character at the axis' 10 px font: upright labels need that much room, turned ones 12 px.
-    axis = {"values": distinct, "format": fmt, "labelOverlap": False, "labelAngle": 0 if gap > 6 * longest + 6 else -90}
-    return {"field": "x", "type": "quantitative", "title": p, "scale": scale, "axis": axis}
+    upright = gap > 6 * longest + 6
+    axis = {"values": distinct, "format": fmt, "labelOverlap": False, "labelAngle": 0 if upright else -90}
+    wide = width if upright or gap >= 14 else min(640, math.ceil(width * 14 / gap))
+    return {"field": "x", "type": "quantitative", "title": p, "scale": scale, "axis": axis}, wide
 
 
 def sweep_spec(report: Report) -> dict | None:
@@ -152,7 +158,7 @@ def sweep_spec(report: Report) -> dict | None:
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
         values = [{"x": v if numeric else fmt_param(v), "run": row.name, "value": row.value, "low": row.low,
                    "high": row.high} for v, row in zip(vals, report.rows)]
-        x = _sweep_x(p, vals, width) if numeric else {"field": "x", "type": "nominal", "title": p}
+        x, wide = _sweep_x(p, vals, width) if numeric else ({"field": "x", "type": "nominal", "title": p}, width)
         y = {"field": "value", "type": "quantitative", "title": label, "scale": {"zero": False}}
         layers = [
             {"mark": {"type": "rule", "color": "#888"}, "transform": [{"filter": "datum.low != null"}],
@@ -163,7 +169,7 @@ def sweep_spec(report: Report) -> dict | None:
         if numeric:
             layers.insert(0, {"mark": {"type": "line", "color": "#f58518", "opacity": 0.5},
                               "encoding": {"x": x, "y": y, "order": {"field": "x"}}})
-        panels.append({"width": width, "height": 220, "data": {"values": values}, "layer": layers})
+        panels.append({"width": wide, "height": 220, "data": {"values": values}, "layer": layers})
     return {"title": {"text": f"sweep: each changed param against {label}", "anchor": "middle"}, "hconcat": panels}
 
 
