@@ -271,8 +271,11 @@ def _verdict_notes(report: Report) -> list[str]:
         head = (f"verdicts vs the best ({ref}), at {comps[0].level:.1%} each (Bonferroni over {len(comps)}): the best "
                 "was picked from these numbers; --against NAME: vs a baseline you name, at 95%")
     kinds = "; ".join(sorted({c.noise for c in comps}))
-    return [head, f"noise covered: {kinds}; training noise only in ×k rows (seeds resampled, their spread scaled "
-                  "by k/(k-1)); measure it with a few -S seed=N runs of one config"]
+    if any(len(row.runs) > 1 for row in report.rows):
+        seeds = "training noise only in ×k rows (seeds resampled, their spread scaled by k/(k-1))"
+    else:
+        seeds = "not training noise (what the seed changes): measure it with a few -S seed=N runs of one config"
+    return [head, f"noise covered: {kinds}; {seeds}"]
 
 
 def _detectable_notes(report: Report, runs: list[Run]) -> list[str]:
