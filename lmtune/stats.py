@@ -236,16 +236,32 @@ def _interval(point: float, samples: np.ndarray, level: float, df: int) -> tuple
     return point - half, point + half
 
 
-def _df(ratios: list[Ratio], paired: bool) -> int:
-    """Degrees of freedom of the resampled spread: independent draws (documents, blocks, units) - 1."""
+def _df(ratios: list[Ratio], paired: bool, samples: np.ndarray | None = None) -> int:
+    """Degrees of freedom of the resampled spread.
+
+    Units: independent draws (documents, stream blocks, units) - 1. A seed group's spread over seeds is
+    estimated from its k seeds, k - 1 degrees of freedom: 1 for two seeds, where t_1 = 12.7 sd, not 2.
+    With seeds, the Welch-Satterthwaite rule combines the parts, each variance V_i with df_i:
+    df = (sum V_i)^2 / sum(V_i^2 / df_i), where the seeds' part of a group's mean is var(per seed) / k
+    and the units' part is what is left of the bootstrap variance of `samples`.
+    """
     rows = [ratios[0].resampling(0)] if paired else [r.resampling(i) for r in ratios for i in range(r.n_seeds)]
-    return max(1, min(p.n_draw for p in rows) - 1)
+    df_units = max(1, min(p.n_draw for p in rows) - 1)
+    groups = [r for r in ratios if r.n_seeds > 1]
+    if not groups or samples is None:
+        return df_units
+    total = float(np.var(samples))
+    parts = [(float(np.var(r.per_seed(), ddof=1)) / r.n_seeds, r.n_seeds - 1) for r in groups]
+    parts.append((max(0.0, total - sum(v for v, _ in parts)), df_units))
+    denominator = sum(v * v / d for v, d in parts)
+    return max(1, int(total * total / denominator)) if denominator > 0 else df_units
 
 
 def interval(r: Ratio, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float, float]:
     """(point, low, high): percentile bootstrap interval over the units (and over seeds for a group)."""
     point = r.value()
-    return (point, *_interval(point, _bootstrap([r], False, n_boot, seed)[0], level, _df([r], False)))
+    boot = _bootstrap([r], False, n_boot, seed)[0]
+    return (point, *_interval(point, boot, level, _df([r], False, boot)))
 
 
 @dataclass(frozen=True)
@@ -279,7 +295,7 @@ def compare(a: Ratio, b: Ratio, higher_is_better: bool, paired: bool, level: flo
     and, for seed groups, their seeds. It excluding 0 means a real difference at `level`.
     """
     boot = _bootstrap([a, b], paired, n_boot, seed)
-    df = _df([a, b], paired)
+    df = _df([a, b], paired, boot[0] - boot[1])
     diff = a.value() - b.value()
     low, high = _interval(diff, boot[0] - boot[1], level, df)
     if low > 0 or high < 0:
