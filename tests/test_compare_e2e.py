@@ -208,15 +208,6 @@ def test_named_experiments_only(swept, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: compare: no run 'no-such-exp'"), bad.stderr
 
 
-def test_zz_show_widths(swept, tmp_path):
-    repo, _, _ = swept
-    for w in (80, 100):
-        out = repo.run(sys.executable, "-m", "lmtune.cli.compare", "--width", str(w), "--out", str(tmp_path)).stdout
-        print(f"\n===== width {w}\n{out}")
-    import shutil
-    shutil.copytree(repo.path / "reports", "/tmp/e2e_reports", dirs_exist_ok=True)
-
-
 def test_a_run_of_only_train_is_left_out_saying_why(swept, tmp_path):
     """`dvc exp run -s train` commits the parent's metrics/eval.json beside a new model: dvc.lock shows it.
     (Last in this file: it adds an experiment the tests above do not expect.)"""
