@@ -281,8 +281,10 @@ def _verdict_notes(report: Report) -> list[str]:
 def _detectable_notes(report: Report, runs: list[Run]) -> list[str]:
     """The smallest change the validation set can call, and the runs closer to the reference than that."""
     comps = [(row, row.vs_ref) for row in report.rows if row.vs_ref and row.vs_ref.paired]
+    between = "between runs"
     if not comps:
         comps = [(row, row.vs_base_cmp) for row in report.rows if row.vs_base_cmp]
+        between = "between the tuned model and its base; two tuned runs differ less noisily"
     if not comps:
         return []
     hib, unit = report.higher_is_better, report.change_unit
@@ -290,8 +292,8 @@ def _detectable_notes(report: Report, runs: list[Run]) -> list[str]:
     n = sorted({r.ratio.n_units for r in report.rows if r.ratio and r.ratio.n_units})
     what = f"{'/'.join(map(str, n))} {_units(runs)}"
     out = [f"smallest detectable change: {report.detectable:.1f}{unit} in {LABELS[report.key]} on these {what} "
-           "(80% power, verdicts' level); more documents or all blocks buy resolution (README: 'How small a "
-           "difference can compare see?')"]
+           f"({between}; 80% power, verdicts' level); more documents or all blocks buy resolution (README: "
+           "'How small a difference can compare see?')"]
     close = [f"{row.name} ({fmt_change(change(c, hib)[0], unit)})" for row, c in comps
              if row.vs_ref is c and c.verdict == "within noise" and abs(change(c, hib)[0]) < report.detectable]
     if close:
