@@ -14,14 +14,16 @@ Two kinds of noise:
 - evaluation sample: which units happened to be in the validation set. Units of one document share its
   topic and speaker, so they are not independent: a resample draws whole documents when the units name
   enough of them (`MIN_DOCS`), else runs of consecutive units in stream order (a circular block
-  bootstrap), so the correlation between neighbours stays inside each draw (`resampling`). Comparing two runs on the
-  *same* units (paired) cancels the unit-to-unit difficulty both runs share, most of the variance.
+  bootstrap), so the correlation between neighbours stays inside each draw (`resampling`). Comparing
+  two runs on the *same* units (paired) cancels the unit-to-unit difficulty both runs share.
 - training: what the seed changes (init of new weights, data order, dropout). Only several seeds of the
   same config show it; a group's resamples also draw its seeds with replacement.
 
 Small samples: resampling m independent things with replacement gives a spread (m-1)/m of the true one
 (the bootstrap's plug-in variance divides by m, not m-1). With m = 4 documents or 2 seeds that is 25%
 or 50% too little, so every resampled value is pulled away from the full-sample value by sqrt(m/(m-1)).
+And the spread is itself estimated from those m draws, so intervals are the estimate +- a Student t
+quantile (m - 1 degrees of freedom) times the bootstrap standard deviation (`_interval`, `_df`).
 """
 import math
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-N_BOOT = 2000   # resamples: the 2.5% tail is then ~50 draws, enough for stable interval ends
+N_BOOT = 2000   # resamples: the bootstrap sd to ~1.6% (1 / sqrt(2 * 2000)), the interval ends with it
 LEVEL = 0.95
 POWER = 0.80    # for the smallest detectable difference
 BOOT_SEED = 0   # fixed: the same inputs give the same intervals and verdicts, byte for byte
