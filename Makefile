@@ -30,7 +30,7 @@ $(STAMP): requirements.txt requirements-assets.txt
 	$(BIN)/pip install -q --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 
-$(PLOTS_HTML): $(STAMP) lmtune/cli/plots_template.py
+$(PLOTS_HTML): $(STAMP) lmtune/cli/plots_template.py lmtune/report/vega.py
 	$(BIN)/python -m lmtune.cli.plots_template $@
 
 repro: install

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 LRS = ("3e-3", "1e-4")   # around the tiny run's 1e-3
 FILES = ("compare.html", "compare.txt", "compare.json")
-CHARTS = ("loss", "eval_loss", "perplexity", "sweep")
+CHARTS = ("loss", "eval_loss", "forest", "sweep")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def table_lines(out: str, names) -> dict[str, str]:
 
 
 def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
-    from lmtune.cli import compare
+    from lmtune.report.formats import fmt_metric, fmt_param
 
     repo, out, first = swept
     runs = runs_of(repo)
@@ -70,8 +70,8 @@ def test_table_lists_each_run_its_changed_param_and_its_numbers(swept):
     for name, run in runs.items():
         line = lines[name]
         tuned, base = run["eval"]["tuned"], run["eval"]["base"]
-        assert compare.fmt_metric(tuned["perplexity"], "perplexity") in line, (name, line)
-        assert compare.fmt_param(run["lr"]) in line
+        assert fmt_metric(tuned["perplexity"], "perplexity") in line, (name, line)
+        assert fmt_param(run["lr"]) in line
         assert f"{(tuned['perplexity'] / base['perplexity'] - 1) * 100:+.1f}%" in line
         assert f"{tuned['accuracy']:.3f}" in line
         assert re.search(r"\[[\d.]+, [\d.]+\]", line), line  # its 95% interval, from metrics/blocks.csv
@@ -125,12 +125,41 @@ def test_compare_html_renders_offline_in_chromium(swept, tmp_path):
     pixels, messages = browser.screenshot(page, tmp_path)
     assert browser.page_errors(messages) == [], messages
     non_white, coloured = browser.shares(pixels)
-    # Measured here: 8.0% non-white, 4.2% coloured (curves, bars, sweep points) at 1280x1600.
-    assert non_white > 0.03 and coloured > 0.008, (non_white, coloured)
+    # Measured here: 4.8% non-white, 0.37% coloured (curves, forest points and intervals, sweep) at 1280x1600.
+    assert non_white > 0.03 and coloured > 0.002, (non_white, coloured)
     dom, _ = browser.dom(page, tmp_path)
     for name in CHARTS:  # every chart div holds an SVG that vega drew marks into
         div = re.search(rf'<div id="chart-{name}"[^>]*>(.*?)</svg>', dom, re.S)
         assert div and len(re.findall(r'class="mark-', div.group(1))) >= 2, name
+
+
+def only_charts(page_html: str, keep: set[str]) -> str:
+    """compare.html with only the `keep` charts (their divs stay; the others get no spec to draw)."""
+    start = page_html.index("const specs = ") + len("const specs = ")
+    end = page_html.index(";\nfor (const", start)
+    specs = {k: v for k, v in json.loads(page_html[start:end].replace("<\\/", "</")).items() if k in keep}
+    return page_html[:start] + json.dumps(specs).replace("</", "<\\/") + page_html[end:]
+
+
+def test_chromium_draws_the_forest_plot(swept, tmp_path):
+    """The forest plot alone draws coloured marks (its points and intervals); the page without it, none."""
+    repo, _, first = swept
+    page_html = first["compare.html"].decode()
+    shares = {}
+    for name, keep in (("forest", {"forest"}), ("none", set())):
+        page = tmp_path / f"{name}.html"
+        page.write_text(only_charts(page_html, keep))
+        pixels, messages = browser.screenshot(page, tmp_path)
+        assert browser.page_errors(messages) == [], messages
+        shares[name] = browser.shares(pixels)
+    # Measured: the forest plot (3 runs) adds ~0.6% non-white pixels (axes, grid, labels) and ~0.01-0.06%
+    # coloured ones (the non-best points and intervals); the page without charts has no coloured pixel.
+    (forest_ink, forest_colour), (none_ink, none_colour) = shares["forest"], shares["none"]
+    assert none_colour == 0.0 and forest_colour > 0.00005 and forest_ink - none_ink > 0.003, shares
+    dom, _ = browser.dom(tmp_path / "forest.html", tmp_path)
+    div = re.search(r'<div id="chart-forest"[^>]*>(.*?)</svg>', dom, re.S).group(1)
+    assert len(re.findall(r'<path[^>]*aria-roledescription="point"', div)) == 3, div[:2000]
+    assert "change in perplexity" in div
 
 
 def test_dvc_plots_diff_page_renders_offline_in_chromium(swept, tmp_path):
@@ -177,3 +206,15 @@ def test_named_experiments_only(swept, tmp_path):
     assert set(table_lines(out, exps)) == set(exps)
     bad = repo.run(sys.executable, "-m", "lmtune.cli.compare", "no-such-exp", check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: compare: no run 'no-such-exp'"), bad.stderr
+
+
+def test_a_run_of_only_train_is_left_out_saying_why(swept, tmp_path):
+    """`dvc exp run -s train` commits the parent's metrics/eval.json beside a new model: dvc.lock shows it.
+    (Last in this file: it adds an experiment the tests above do not expect.)"""
+    repo, _, _ = swept
+    # 3e-3 as in the sweep: DVC's run-cache restores that model instead of training again (seconds).
+    repo.dvc("exp", "run", "-s", "train", "-S", f"train.learning_rate={LRS[0]}", "-n", "train-only")
+    out = repo.run(sys.executable, "-m", "lmtune.cli.compare", "--out", str(tmp_path)).stdout
+    assert "left out: train-only: metrics/eval.json is not from its own model: dvc.lock's evaluate read" in out.replace("\n  ", " ")
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert "train-only" not in {row["name"] for row in report["rows"]} and len(report["rows"]) == 3

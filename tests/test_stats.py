@@ -122,3 +122,16 @@ def test_a_group_of_seeds_on_different_blocks_compares_unpaired():
     with pytest.raises(ValueError, match="same units"):
         stats.compare(group, a, False, paired=True)
     assert stats.compare(group, a, False, paired=False).verdict == "within noise"
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_seed_groups_spread_is_not_understated(k):
+    """k seeds resampled with replacement vary by (k-1)/k of the seeds' variance; compare scales that back.
+    Here the units carry no noise (each seed's NLL per token is the same on every block), so the bootstrap
+    spread of the group's perplexity is the seeds' alone: sd(per seed, ddof=1) / sqrt(k)."""
+    tok = np.full(32, 63.0)
+    rates = [3.0, 3.05, 3.1][:k]
+    group = stats.Ratio(np.stack([tok * r for r in rates]), np.stack([tok] * k), "exp")
+    boot = stats._bootstrap([group], False, 4000, 0)[0]
+    expected = np.std(group.per_seed(), ddof=1) / math.sqrt(k)
+    assert np.std(boot) == pytest.approx(expected, rel=0.05)
