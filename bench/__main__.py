@@ -162,9 +162,9 @@ def main(argv=None) -> None:
     print(f"\n## All rows ({wall / 60:.1f} min)\n\n{table(rows)}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": info, "wall_s": round(wall, 1), "args": {k: str(v) for k, v in vars(args).items()},
-                                     "rows": to_json(rows)}, indent=2, sort_keys=True) + "\n")
+                                     "rows": to_json(rows)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if args.markdown:
-        args.markdown.write_text(markdown(rows, info, wall, "python -m bench " + " ".join(sys.argv[1:])))
+        args.markdown.write_text(markdown(rows, info, wall, "python -m bench " + " ".join(sys.argv[1:])), encoding="utf-8")
     print(f"wrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))
 
 

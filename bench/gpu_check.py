@@ -343,7 +343,7 @@ class Report:
         text = head + status + "".join(f"\n{body.rstrip()}\n" for body in self.sections.values())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.path)
         if os.environ.get("OUT"):
             with contextlib.suppress(OSError):
@@ -455,7 +455,7 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lmtune-gpu-check-"))
     repo = tmp / "repo"
     _copy_repo(repo)
-    base_params = yaml.safe_load((repo / "params.yaml").read_text())
+    base_params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
 
     from lmtune.cli.recipe import deep_update
     from tests.tiny import TINY
@@ -468,12 +468,12 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
 
     def set_precision(precision: str) -> dict:
         p = deep_update(base_params, deep_update(over, {"train": {"precision": precision}}))
-        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False), encoding="utf-8")
         return p
 
     p = set_precision(SHAPES.precision)
     # Every stage of dvc.yaml, in its (data-flow) order, each as its `cmd` runs it: `python -m stages.NAME`.
-    graph = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    graph = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     modules = {name: st["cmd"].split(" -m ", 1)[1].split()[0] for name, st in graph.items()}
     stages = list(modules)
     eval_stages = [s for s in stages if s.startswith("evaluate")]
@@ -517,7 +517,7 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
                 r["rc"], r["tail"] = "timeout", f"killed after {timeout} s"
             r["seconds"] = time.perf_counter() - start
             if probe_file.is_file():
-                r["probe"] = json.loads(probe_file.read_text())
+                r["probe"] = json.loads(probe_file.read_text(encoding="utf-8"))
         runs.append(r)
         render()
         if r["rc"] != 0:
@@ -530,19 +530,19 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
         if r["rc"] != 0:
             return  # later stages need its outputs
     metrics_dir = repo / "metrics"
-    ppl_bf16 = json.loads((metrics_dir / "eval.json").read_text())
+    ppl_bf16 = json.loads((metrics_dir / "eval.json").read_text(encoding="utf-8"))
     set_precision("fp32")
     second = {}
     for stage in eval_stages:
         r = second[stage] = run_stage(stage, f"{stage} (fp32)")
         if r["rc"] != 0:
             break
-    ppl_fp32 = json.loads((metrics_dir / "eval.json").read_text()) if all(r["rc"] == 0 for r in second.values()) else {}
+    ppl_fp32 = json.loads((metrics_dir / "eval.json").read_text(encoding="utf-8")) if all(r["rc"] == 0 for r in second.values()) else {}
 
     want = f"{dev}, autocast {cast}"
     checks.append((f"train: layers ran on {want}", _ran_on(first["train"]["probe"], dev, cast),
                    _forwards(first["train"]["probe"])))
-    timing = json.loads((metrics_dir / "train_timing.json").read_text())
+    timing = json.loads((metrics_dir / "train_timing.json").read_text(encoding="utf-8"))
     checks.append(("train: metrics/train_timing.json device", str(timing.get("device", "")).startswith(dev),
                    f"device {timing.get('device')!r}, {timing.get('tokens_per_second')} tokens/s"))
     for stage in stages[stages.index("train") + 1:]:
@@ -563,7 +563,7 @@ def pipeline_section(rep: Report, budget: Budget) -> None:
 
     gp = GenerateParams(**p["generate"])
     samples_file = repo / "models" / "export" / "samples.json"
-    samples = json.loads(samples_file.read_text()) if samples_file.is_file() else []
+    samples = json.loads(samples_file.read_text(encoding="utf-8")) if samples_file.is_file() else []
     expected = len(gp.prompts) * len(generation.strategies(gp))
     keys = ["text", "base_text"] if "base_samples" in stages else ["text"]
     checks.append((f"export: samples.json holds every prompt × strategy ({', '.join(keys)})",
@@ -726,7 +726,7 @@ def main(argv=None) -> int:
                 peak = value
             print(f"gpu-check: {name} done ({time.monotonic() - rep.started:.0f} s)", flush=True)
     rep.write()
-    print(Path(out).read_text())
+    print(Path(out).read_text(encoding="utf-8"))
     verdict = f"{len(rep.problems)} problem(s)" if rep.problems else "all checks passed"
     print(f"gpu-check: {verdict} in {time.monotonic() - rep.started:.0f} s; results in {out}", flush=True)
     return 1 if rep.problems else 0

@@ -52,10 +52,10 @@ class Repo:
 
     @property
     def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
+        return yaml.safe_load((self.path / "params.yaml").read_text(encoding="utf-8"))
 
     def set_params(self, overrides: dict) -> None:
-        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params, overrides), sort_keys=False))
+        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params, overrides), sort_keys=False), encoding="utf-8")
 
     def commit(self, msg="test"):
         self.run("git", "add", "-A")

@@ -26,7 +26,7 @@ def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=("export",)) -> list[tu
     """(stage, path, md5) of every stage output dvc.lock records, except the export's own (being written)."""
     if not lock_path.is_file():
         return []
-    lock = yaml.safe_load(lock_path.read_text()) or {}
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
     return [(stage, o["path"], o.get("md5", "")) for stage, entry in lock.get("stages", {}).items()
             if stage not in skip for o in entry.get("outs", [])]
 
@@ -90,7 +90,7 @@ def card_data(p: Params, tuned: dict) -> ModelCardData:
 
 
 def model_card(p: Params, samples: list[dict], shipped_defaults: list[str]) -> ModelCard:
-    metrics = {f.stem: json.loads(f.read_text()) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
+    metrics = {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
     ev = metrics.get("eval", {})
     lora, task = p.lora, tasks.get(p.task)
     body = [

@@ -233,7 +233,7 @@ def weight_bytes(model) -> int:
 
 def _proc_status_kb(field: str, status: Path = Path("/proc/self/status")) -> int | None:
     try:
-        for line in status.read_text().splitlines():
+        for line in status.read_text(encoding="utf-8").splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -267,7 +267,7 @@ def mem_available(meminfo: str) -> int | None:
 
 def _read_int(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
     return None if text == "max" else int(text)
@@ -275,7 +275,7 @@ def _read_int(path: Path) -> int | None:
 
 def _stat(path: Path, key: str) -> int:
     try:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             name, _, value = line.partition(" ")
             if name == key:
                 return int(value)
@@ -358,8 +358,8 @@ def process_limit(device: str, environ=os.environ) -> Limit:
         free, _ = torch.cuda.mem_get_info(gpu)
         return Limit(free + torch.cuda.memory_reserved(gpu), "free GPU memory")
     try:
-        available = mem_available(Path("/proc/meminfo").read_text())
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
+        available = mem_available(Path("/proc/meminfo").read_text(encoding="utf-8"))
+        proc_cgroup = Path("/proc/self/cgroup").read_text(encoding="utf-8")
     except OSError:
         available, proc_cgroup = None, ""
     if available is None:
@@ -486,7 +486,7 @@ def unfinished_run(marker: Path) -> str | None:
     if not marker.is_file():
         return None
     try:
-        m = json.loads(marker.read_text())
+        m = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         m = {}
     step = m.get("step")

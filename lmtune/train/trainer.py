@@ -160,7 +160,7 @@ def complete_checkpoint(ckpt_dir: Path) -> str | None:
 
 def _stamp(ckpt_dir: Path) -> str | None:
     try:
-        return json.loads((ckpt_dir / FINGERPRINT).read_text())["fingerprint"]
+        return json.loads((ckpt_dir / FINGERPRINT).read_text(encoding="utf-8"))["fingerprint"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -173,7 +173,7 @@ def resumable_checkpoint(ckpt_dir: Path, fp: str) -> str | None:
         last = complete_checkpoint(ckpt_dir)
         if last is None:
             return None
-        state = json.loads((Path(last) / "trainer_state.json").read_text())
+        state = json.loads((Path(last) / "trainer_state.json").read_text(encoding="utf-8"))
         if state.get("global_step", 0) < state.get("max_steps", 0):
             print(f"resuming from {last}")
             return last
