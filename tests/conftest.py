@@ -106,29 +106,40 @@ def tiny_repro(tmp_path_factory) -> Repo:
     return repo
 
 
+# What the guard hashes: every output, the report folder (`make compare` writes reports/), the params, graph and
+# lock files, DVC's own config (a remote added by a test would leak into the next) and every git ref
+# (`dvc exp run` adds refs/exps/...).
+GUARDED_TREES = ("data", "models", "metrics", "reports")
+GUARDED_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvc/config.local")
+
+
 def repo_state(repo: Repo) -> dict[str, str]:
-    """sha256 of every output, params and lock file, and every git ref (`dvc exp run` adds refs/exps/...)."""
+    """sha256 of every guarded file (absent: "absent"), and the `git for-each-ref` listing."""
     from repo_tools import tree_hashes
 
-    state = tree_hashes(repo.path, skip=())
-    for f in ("params.yaml", "dvc.yaml", "dvc.lock"):
-        state[f] = hashlib.sha256((repo.path / f).read_bytes()).hexdigest()
+    state = tree_hashes(repo.path, tops=GUARDED_TREES, skip=())
+    for f in GUARDED_FILES:
+        path = repo.path / f
+        state[f] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
     state["git refs"] = repo.run("git", "for-each-ref").stdout
     return state
+
+
+def changed_keys(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 @pytest.fixture(autouse=True)
 def _tiny_repro_unchanged(request):
     """Every test that sees the shared `tiny_repro` (directly or through another fixture) leaves it as it was,
-    so no later test runs on a state some earlier test left behind."""
+    so no later test runs on a state some earlier test left behind. tests/test_guard.py checks it fails."""
     if "tiny_repro" not in request.fixturenames:
         yield
         return
     repo = request.getfixturevalue("tiny_repro")
     before = repo_state(repo)
     yield
-    after = repo_state(repo)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = changed_keys(before, repo_state(repo))
     assert not changed, f"the test changed the shared tiny_repro (use repo_tools.copy_repo): {changed}"
 
 
