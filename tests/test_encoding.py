@@ -94,6 +94,12 @@ def test_params_with_non_ascii_text_load_under_the_c_locale(tmp_path, where):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
     assert NON_ASCII.encode("utf-8") in path.read_bytes()  # the file really holds the raw UTF-8 bytes
+    # In this process too (whatever its locale); it also tells mutmut that this test covers params.load, whose
+    # mutants the subprocess below then runs (it inherits MUTANT_UNDER_TEST and imports the same tree).
+    from lmtune import params
+
+    loaded = params.load(path)
+    assert (loaded.generate.prompts if where == "generate.prompts" else loaded.data.train_file) is not None
     proc = _in_ascii_locale(
         "import sys; from pathlib import Path; from lmtune import params\n"
         "p = params.load(Path(sys.argv[1]))\n"
