@@ -9,7 +9,7 @@ after every section, so a failure or a kill keeps what was measured before it. S
    stage of dvc.yaml in order as its `python -m stages.NAME` (no DVC there) under bench/gpu_probe.py, which records the device
    and autocast dtype every layer's forward really ran with. With `train.precision: auto` (bf16), then
    evaluate again with `fp32`; checks: the model stages ran on the GPU in bf16, generations exist and ran
-   on the GPU, and the bf16 perplexity is within PPL_BOUND of the fp32 one.
+   on the GPU, and the bf16 perplexity is within PPL_BOUND (bench/gpu_pipeline.py) of the fp32 one.
 3. The train stage's GPU-only paths (bench/gpu_cuda_paths.py): the real TrainingArguments in bf16 on CUDA, the
    memory preflight's limit and estimate against torch.cuda.max_memory_allocated (±25%), and the trained model
    evaluated on CUDA and on the CPU (perplexity within 1e-2).
