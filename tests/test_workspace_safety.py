@@ -1,12 +1,14 @@
 """What a failed run leaves behind (issue 25, items 2 and 6), on copies of the shared tiny `dvc repro`.
 
-- A refused `dvc exp run` (here `-S chunk.block_size=4096`, above the tiny model's 128 positions): DVC has
-  written 4096 into params.yaml and removed the chunk stage's outputs before the stage refused. DVC offers no
-  hook that runs before it removes them, so the stage's refusal ends with the exact command that restores
-  the last commit (lmtune.errors.dvc_restore_hint), and this test runs that command and checks everything is
-  back byte for byte. `dvc exp run --temp` runs in a copy under .dvc/tmp/exps and leaves the workspace as it was.
-- Training outside DVC in a git + DVC repo leaves no DVC experiment behind: dvclive's Live (the curves
-  writer) would save one (`refs/exps/...`) unless told `save_dvc_exp=False`.
+A refused `dvc exp run` (here `-S chunk.block_size=4096`, above the tiny model's 128 positions): DVC has
+written 4096 into params.yaml and removed the chunk stage's outputs before the stage refused. DVC offers no
+hook that runs before it removes them, so the stage's refusal ends with the exact command that restores
+the last commit (lmtune.errors.dvc_restore_hint), and this test runs that command and checks everything is
+back byte for byte. `dvc exp run --temp` runs in a copy under .dvc/tmp/exps and leaves the workspace as it was.
+
+Training outside DVC in a git + DVC repo leaves no DVC experiment behind (dvclive's Live, the curves writer,
+would save one under `refs/exps/` unless told `save_dvc_exp=False`): tests/test_trust.py's
+test_same_params_and_seed_twice_give_byte_identical_metrics, which already trains there by hand, checks it.
 """
 import re
 
@@ -15,8 +17,6 @@ import pytest
 from conftest import repo_state
 from repo_tools import copy_repo
 from lmtune.errors import dvc_restore_hint
-
-pytestmark = pytest.mark.slow
 
 REFUSED = "chunk.block_size=4096"
 
@@ -36,6 +36,7 @@ def work(tiny_repro, tmp_path):
     return repo
 
 
+@pytest.mark.slow
 def test_refused_experiment_prints_the_command_that_restores_the_workspace(work):
     before = state(work)
     proc = work.dvc("exp", "run", "-S", REFUSED, check=False)
@@ -53,6 +54,7 @@ def test_refused_experiment_prints_the_command_that_restores_the_workspace(work)
     assert "up to date" in work.dvc("status").stdout
 
 
+@pytest.mark.slow
 def test_temp_experiment_leaves_the_workspace_untouched(work):
     before = state(work)
     proc = work.dvc("exp", "run", "--temp", "-S", REFUSED, check=False)
@@ -75,13 +77,3 @@ def test_hint_outside_dvc_and_under_dvc_repro(tmp_path):
     assert dvc_restore_hint(exp, tmp_path).endswith(": git checkout HEAD -- params.yaml dvc.lock metrics plots && dvc checkout")
     # A --temp or queued run: the stage runs in a copy, DVC_ROOT names the workspace.
     assert dvc_restore_hint(exp, tmp_path / ".dvc/tmp/exps/tmpabc") is None
-
-
-def test_training_in_a_git_dvc_repo_saves_no_dvc_experiment(work):
-    """The train stage run by hand (outside DVC, which would turn dvclive's experiment saving off itself)."""
-    assert work.run("git", "for-each-ref", "refs/exps").stdout == ""
-    (work.path / "metrics/train.json").unlink()
-    work.stage("train")
-    assert (work.path / "metrics/train.json").is_file()
-    assert work.run("git", "for-each-ref", "refs/exps").stdout == ""
-    assert work.dvc("exp", "list", "--all-commits").stdout.strip() == ""
