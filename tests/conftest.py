@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.workspace import OFFLINE_ENV, ROOT, VENV_BIN, Repo, make_repo  # noqa: F401 - the tests import these from here
+from lmtune.cli.recipe import deep_update  # noqa: F401 - likewise
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
