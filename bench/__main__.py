@@ -5,6 +5,7 @@ ignores it). Sizes are flags; the defaults fit in ~10 minutes on a 2-core CPU. A
 bigger ones, e.g. `python -m bench --smollm2-steps 50 --smollm2-batch 8 --eval-blocks 256`.
 """
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -84,87 +85,122 @@ def markdown(rows: list[Row], info: dict, wall: float, argv_note: str) -> str:
     ])
 
 
+def _chunk(args, work, models):
+    from bench import chunk
+
+    return chunk.bench(work, int(args.chunk_tokens), int(args.chunk_large_tokens), args.block_size,
+                       args.chunk_repeats, args.chunk_sum_repeats)
+
+
+def _tokenize(args, work, models):
+    from bench import tokenize
+
+    return tokenize.bench(work, models.smol, args.synthetic_mb, args.tokenize_batch, args.repeats, args.synthetic_repeats)
+
+
+def _train(args, work, models):
+    from bench import train
+
+    peak = train.matmul_peak()
+    rows = train.bench_model("tiny GPT-2", models.gpt2, args.block_size, args.gpt2_batch, args.gpt2_steps,
+                             args.repeats, peak, work)
+    if args.smollm2_steps:
+        rows += train.bench_model("SmolLM2-135M", models.smol, args.smollm2_block, args.smollm2_batch,
+                                  args.smollm2_steps, args.repeats, peak, work, tuned_repeats=args.tuned_repeats)
+    return rows
+
+
+def _evaluate(args, work, models):
+    from bench import evaluate
+
+    # Tiny GPT-2 evaluates in ~1 s, so one process per side with `repeats` timed runs; SmolLM2's
+    # ~4 s evaluations vary more between processes than within one, so one timed run per process.
+    return evaluate.bench_model(
+        "tiny GPT-2", models.gpt2, args.block_size, 4 * args.eval_blocks, args.eval_batch, args.repeats, work,
+    ) + evaluate.bench_model(
+        "SmolLM2-135M", models.smol, args.block_size, args.eval_blocks, args.eval_batch, 1, work,
+        processes=args.eval_processes, tuned_processes=1 if args.tuned_repeats > 0 else 0,
+    )
+
+
+def _memory(args, work, models):
+    from bench import memory
+
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.memory_shapes.split(",")]
+    which = args.memory_models.split(",")
+    rows = []
+    if "tiny" in which:
+        long_gpt2 = memory.tiny_gpt2_long(work / "gpt2-1024")
+        rows += memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
+    if "smollm2" in which:
+        rows += memory.bench_model("SmolLM2-135M", models.smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
+    return rows
+
+
+def _dvc(args, work, models):
+    from bench import dvcrepro
+
+    return dvcrepro.bench(work, args.repeats, args.lr_changes)
+
+
+RUNNERS = {"chunk": _chunk, "tokenize": _tokenize, "train": _train, "evaluate": _evaluate, "memory": _memory,
+           "dvc": _dvc}
+
+
+class Models:
+    """The models the rows share, built on first use: the tiny GPT-2 and the converted SmolLM2."""
+
+    def __init__(self, args, work: Path):
+        self.args, self.work = args, work
+
+    @functools.cached_property
+    def gpt2(self) -> Path:
+        from bench import train
+
+        return train.tiny_gpt2(self.work / "gpt2")
+
+    @functools.cached_property
+    def smol(self) -> Path:
+        return smollm2_dir(self.args.smollm2_dir)
+
+
+def run_rows(args, wanted: list[str]) -> list[Row]:
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
+    try:
+        models = Models(args, work)
+        for name in ROWS:
+            if name in wanted:
+                t = time.perf_counter()
+                new = RUNNERS[name](args, work, models)
+                rows.extend(new)
+                print(f"\n[{name}: {time.perf_counter() - t:.0f} s]\n{table(new)}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # GBs of generated data
+    return rows
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = set(wanted) - set(ROWS)
     if unknown:
         raise SystemExit(f"--rows: unknown {sorted(unknown)}; choose from {ROWS}")
-    # A kill (SIGTERM) still runs the cleanup below: the temp dir holds GBs of generated data.
+    # A kill (SIGTERM) still runs run_rows' cleanup: the temp dir holds GBs of generated data.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     info = machine()
     info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     print(f"bench on {info['cpu']} ({info['cores']} cores, {info.get('ram_gb')} GB), rows: {wanted}", flush=True)
-    rows: list[Row] = []
-    work = Path(tempfile.mkdtemp(prefix="lmtune-bench-"))
-    try:
-        def section(name, fn):
-            t = time.perf_counter()
-            new = fn()
-            rows.extend(new)
-            print(f"\n[{name}: {time.perf_counter() - t:.0f} s]\n{table(new)}", flush=True)
-
-        needs_smol = {"tokenize", "train", "evaluate"} & set(wanted) or ("memory" in wanted and "smollm2" in args.memory_models)
-        smol = smollm2_dir(args.smollm2_dir) if needs_smol else None
-        if "chunk" in wanted:
-            from bench import chunk
-
-            section("chunk", lambda: chunk.bench(work, int(args.chunk_tokens), int(args.chunk_large_tokens),
-                                                 args.block_size, args.chunk_repeats, args.chunk_sum_repeats))
-        if "tokenize" in wanted:
-            from bench import tokenize
-
-            section("tokenize", lambda: tokenize.bench(work, smol, args.synthetic_mb, args.tokenize_batch,
-                                                       args.repeats, args.synthetic_repeats))
-        if {"train", "evaluate"} & set(wanted):
-            from bench import train
-
-            gpt2 = train.tiny_gpt2(work / "gpt2")
-        if "train" in wanted:
-            peak = train.matmul_peak()
-            section("train", lambda: train.bench_model(
-                "tiny GPT-2", gpt2, args.block_size, args.gpt2_batch, args.gpt2_steps, args.repeats, peak, work,
-            ) + ([] if args.smollm2_steps == 0 else train.bench_model(
-                "SmolLM2-135M", smol, args.smollm2_block, args.smollm2_batch, args.smollm2_steps, args.repeats, peak,
-                work, tuned_repeats=args.tuned_repeats,
-            )))
-        if "evaluate" in wanted:
-            from bench import evaluate
-
-            # Tiny GPT-2 evaluates in ~1 s, so one process per side with `repeats` timed runs; SmolLM2's
-            # ~4 s evaluations vary more between processes than within one, so one timed run per process.
-            section("evaluate", lambda: evaluate.bench_model(
-                "tiny GPT-2", gpt2, args.block_size, 4 * args.eval_blocks, args.eval_batch, args.repeats, work,
-            ) + evaluate.bench_model(
-                "SmolLM2-135M", smol, args.block_size, args.eval_blocks, args.eval_batch, 1, work,
-                processes=args.eval_processes, tuned_processes=1 if args.tuned_repeats > 0 else 0,
-            ))
-        if "memory" in wanted:
-            from bench import memory
-
-            shapes = [tuple(int(x) for x in s.split("x")) for s in args.memory_shapes.split(",")]
-            which = args.memory_models.split(",")
-            long_gpt2 = memory.tiny_gpt2_long(work / "gpt2-1024") if "tiny" in which else None
-            section("memory", lambda: (
-                memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
-                if long_gpt2 else []) + (
-                memory.bench_model("SmolLM2-135M", smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
-                if "smollm2" in which else []))
-        if "dvc" in wanted:
-            from bench import dvcrepro
-
-            section("dvc", lambda: dvcrepro.bench(work, args.repeats, args.lr_changes))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = run_rows(args, wanted)
     wall = time.perf_counter() - started
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\n## All rows ({wall / 60:.1f} min)\n\n{table(rows)}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": info, "wall_s": round(wall, 1), "args": {k: str(v) for k, v in vars(args).items()},
-                                     "rows": to_json(rows)}, indent=2, sort_keys=True) + "\n")
+                                     "rows": to_json(rows)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if args.markdown:
-        args.markdown.write_text(markdown(rows, info, wall, "python -m bench " + " ".join(sys.argv[1:])))
+        args.markdown.write_text(markdown(rows, info, wall, "python -m bench " + " ".join(sys.argv[1:])), encoding="utf-8")
     print(f"wrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))
 
 

@@ -83,7 +83,7 @@ def max_rss_mb() -> float:
     """This process's peak RSS. VmHWM is per address space, so it starts afresh at exec; ru_maxrss
     would not (Linux carries it over from the forking parent, here the bench's main process)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024  # kB
     except OSError:

@@ -1,4 +1,4 @@
-"""`dvc repro` rows, in a throwaway git + DVC copy of the project with the tiny GPT-2 params (tests/conftest.py).
+"""`dvc repro` rows, in a throwaway git + DVC copy of the project on recipes/tiny.yaml (bench/workspace.py).
 
 No-op: `dvc repro` with everything up to date. Changing train.learning_rate: which stages run (parsed
 from DVC's `Running stage '...'` lines) and the wall time of each run; download/flatten/tokenize/chunk
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import experiment
 from bench.common import Row, median
+from bench.workspace import make_repo
 
 UPSTREAM = ("download", "flatten", "tokenize", "chunk")
 
@@ -21,8 +22,6 @@ def _ran(out: str) -> list[str]:
 
 
 def bench(work: Path, repeats: int, lr_changes: int = 1) -> list[Row]:
-    from tests.conftest import make_repo
-
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         repo = make_repo(Path(tmp) / "repo")
         start = time.perf_counter()
@@ -54,7 +53,7 @@ def bench(work: Path, repeats: int, lr_changes: int = 1) -> list[Row]:
     noop_s = median(noop)
     return [
         Row("`dvc repro` no-op (all up to date)", noop_s, None, "s", None, "< 3 s", noop_s < 3 and not noop_ran,
-            note=(f"tiny GPT-2 pipeline (tests/conftest.py TINY), median of {repeats}; stages run: {noop_ran or 'none'}; "
+            note=(f"tiny GPT-2 pipeline (recipes/tiny.yaml), median of {repeats}; stages run: {noop_ran or 'none'}; "
                   f"`dvc version` alone (DVC's start-up) takes {median(floor):.2f} s here; "
                   f"the first full repro took {full:.0f} s and ran {_ran(first.stdout)}"),
             extra={"runs_s": noop, "full_repro_s": full, "dvc_version_s": floor}),

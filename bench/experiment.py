@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     import yaml
 
-    lr = a.lr or 1.5 * yaml.safe_load((a.repo / "params.yaml").read_text())["train"]["learning_rate"]
+    lr = a.lr or 1.5 * yaml.safe_load((a.repo / "params.yaml").read_text(encoding="utf-8"))["train"]["learning_rate"]
     r = measure(a.repo, lr)
     from bench.common import table
 

@@ -36,7 +36,7 @@ def _write(path: str) -> None:
         "seconds": round(time.perf_counter() - _start, 2),
         "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_initialized() else 0.0,
     }
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f)
 
 

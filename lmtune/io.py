@@ -65,9 +65,9 @@ def save_dataset(ds, dest: Path) -> None:
     """
     ds.save_to_disk(str(dest))
     for state_file in Path(dest).rglob("state.json"):
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text(encoding="utf-8"))
         state["_fingerprint"] = files_fingerprint(state_file.parent / e["filename"] for e in state["_data_files"])
-        state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
 
 
 ARROW_FILE = "data-00000-of-00001.arrow"  # datasets' name for the single shard of a saved split
@@ -92,12 +92,12 @@ def save_tables(tables: dict[str, pa.Table], dest: Path) -> None:
         with pa.OSFile(str(dest / split / ARROW_FILE), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
         info = {"citation": "", "description": "", "features": features.to_dict(), "homepage": "", "license": ""}
-        (dest / split / "dataset_info.json").write_text(json.dumps(info, indent=2))
+        (dest / split / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         state = {"_data_files": [{"filename": ARROW_FILE}], "_fingerprint": files_fingerprint([dest / split / ARROW_FILE]),
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
                  "_split": None}
-        (dest / split / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-    (dest / "dataset_dict.json").write_text(json.dumps({"splits": list(tables)}))
+        (dest / split / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    (dest / "dataset_dict.json").write_text(json.dumps({"splits": list(tables)}), encoding="utf-8")
 
 
 def sweep_temps(target: Path) -> None:

@@ -22,7 +22,7 @@ def main() -> None:
     tuned, blocks = evaluation.evaluate(p, "tuned")
     base_blocks = evaluation.read_blocks(paths.BLOCKS_BASE, task, "base")
     evaluation.same_blocks(task, base_blocks, blocks)
-    result = {"base": json.loads(paths.EVAL_BASE.read_text())["base"], "tuned": tuned}
+    result = {"base": json.loads(paths.EVAL_BASE.read_text(encoding="utf-8"))["base"], "tuned": tuned}
     plot = task.plot_csv(tuned, p.flatten.label_names)
     tuned.pop("confusion_matrix", None)
     atomic_write_text(paths.BLOCKS, evaluation.blocks_csv(task, {"base": base_blocks, "tuned": blocks}))

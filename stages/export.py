@@ -33,7 +33,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def base_samples() -> list[dict]:
     if not paths.BASE_SAMPLES.is_file():
         raise UserError(f"{paths.BASE_SAMPLES.relative_to(paths.ROOT)}: missing; run `dvc repro` (stage base_samples)")
-    return json.loads(paths.BASE_SAMPLES.read_text())
+    return json.loads(paths.BASE_SAMPLES.read_text(encoding="utf-8"))
 
 
 @cli
@@ -59,7 +59,7 @@ def main() -> None:
             if model.can_generate():
                 model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         card.model_card(p, samples, task.shipped_defaults(model)).save(tmp / "README.md")
     print(f"export: {paths.EXPORT} ({len(samples)} samples, base beside tuned)")
 

@@ -1,4 +1,5 @@
 """Headless Chromium with the network blocked: screenshots, the rendered DOM, console messages, pixel shares."""
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -7,12 +8,17 @@ import numpy as np
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Set by .ci/run: there a missing browser is a failure, not a skip (CI must not go green without the browser tests).
+REQUIRE = "LMTUNE_REQUIRE_BROWSER"
 
 
 def require_chromium() -> str:
     if not Path(CHROMIUM).is_file():
-        pytest.skip("no chromium here and it could not be installed (Debian: apt-get install -y chromium; "
-                    ".ci/run installs it when apt-get exists)")
+        why = (f"no chromium at {CHROMIUM} (Debian: apt-get install -y chromium; .ci/run installs it when "
+               "apt-get exists)")
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(f"{why}, and {REQUIRE}=1 says the browser tests must run")
+        pytest.skip(why)
     return CHROMIUM
 
 

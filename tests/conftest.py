@@ -1,87 +1,26 @@
-"""Shared test fixtures: an offline environment and a throwaway copy of the repo for `dvc repro` runs."""
+"""Shared test fixtures: an offline environment and a throwaway copy of the repo for `dvc repro` runs.
+
+The copy itself (Repo, make_repo: the project at recipes/tiny.yaml in a temp git + DVC repo) is
+bench/workspace.py, shared with the bench; the other test helpers are repo_tools.py (copies, hashes, kills),
+task_helpers.py, browser.py and stage_faults.py beside this file.
+"""
 import hashlib
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from lmtune.cli.recipe import deep_update
-from tests.tiny import TINY  # the repo root is on sys.path: pytest.ini's pythonpath
+from bench.workspace import OFFLINE_ENV, ROOT, VENV_BIN, Repo, make_repo  # noqa: F401 - the tests import these from here
+from lmtune.cli.recipe import deep_update  # noqa: F401 - likewise
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-VENV_BIN = Path(sys.executable).parent
 
-# Nothing in a test may reach the hub.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DVC_NO_ANALYTICS": "1",
-}
-os.environ.update(OFFLINE_ENV)
+os.environ.update(OFFLINE_ENV)  # nothing in a test may reach the hub
 # pytest-xdist's workers (make test) set COLUMNS=80 and LINES=24; commands run by the tests must see what any
 # non-terminal run sees (lmtune.cli.compare sizes its table from COLUMNS), not the test runner's choice.
 for _var in ("COLUMNS", "LINES"):
     os.environ.pop(_var, None)
-
-class Repo:
-    """A git + DVC copy of the project in a temp dir, with the venv on PATH."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.env = {**os.environ, **OFFLINE_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-
-    def run(self, *cmd, check=True, **kw) -> subprocess.CompletedProcess:
-        proc = subprocess.run(cmd, cwd=self.path, env=self.env, text=True, capture_output=True, **kw)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-        return proc
-
-    def dvc(self, *args, **kw):
-        return self.run(str(VENV_BIN / "dvc"), *args, **kw)
-
-    def stage(self, name, **kw):
-        return self.run(sys.executable, "-m", f"stages.{name}", **kw)
-
-    @property
-    def params(self) -> dict:
-        return yaml.safe_load((self.path / "params.yaml").read_text())
-
-    def set_params(self, overrides: dict) -> None:
-        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params, overrides), sort_keys=False))
-
-    def commit(self, msg="test"):
-        self.run("git", "add", "-A")
-        self.run("git", "commit", "-qm", msg, "--allow-empty")
-
-
-def make_repo(dest: Path, overrides: dict | None = None) -> Repo:
-    """Copy the tracked project files (not data/models/.venv) to `dest` and init git there."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, text=True,
-                           capture_output=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
-    for f in ("dvc.lock",):  # the committed lock belongs to the default run, not to this copy's params
-        (dest / f).unlink(missing_ok=True)
-    for d in ("metrics",):
-        shutil.rmtree(dest / d, ignore_errors=True)
-        (dest / d).mkdir()
-    repo = Repo(dest)
-    repo.run("git", "init", "-q")
-    repo.run("git", "config", "user.email", "test@example.com")
-    repo.run("git", "config", "user.name", "test")
-    repo.set_params(deep_update(TINY, overrides or {}))
-    repo.commit("init")
-    return repo
 
 
 @pytest.fixture
@@ -106,29 +45,40 @@ def tiny_repro(tmp_path_factory) -> Repo:
     return repo
 
 
+# What the guard hashes: every output, the report folder (`make compare` writes reports/), the params, graph and
+# lock files, DVC's own config (a remote added by a test would leak into the next) and every git ref
+# (`dvc exp run` adds refs/exps/...).
+GUARDED_TREES = ("data", "models", "metrics", "reports")
+GUARDED_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvc/config.local")
+
+
 def repo_state(repo: Repo) -> dict[str, str]:
-    """sha256 of every output, params and lock file, and every git ref (`dvc exp run` adds refs/exps/...)."""
+    """sha256 of every guarded file (absent: "absent"), and the `git for-each-ref` listing."""
     from repo_tools import tree_hashes
 
-    state = tree_hashes(repo.path, skip=())
-    for f in ("params.yaml", "dvc.yaml", "dvc.lock"):
-        state[f] = hashlib.sha256((repo.path / f).read_bytes()).hexdigest()
+    state = tree_hashes(repo.path, tops=GUARDED_TREES, skip=())
+    for f in GUARDED_FILES:
+        path = repo.path / f
+        state[f] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
     state["git refs"] = repo.run("git", "for-each-ref").stdout
     return state
+
+
+def changed_keys(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 @pytest.fixture(autouse=True)
 def _tiny_repro_unchanged(request):
     """Every test that sees the shared `tiny_repro` (directly or through another fixture) leaves it as it was,
-    so no later test runs on a state some earlier test left behind."""
+    so no later test runs on a state some earlier test left behind. tests/test_guard.py checks it fails."""
     if "tiny_repro" not in request.fixturenames:
         yield
         return
     repo = request.getfixturevalue("tiny_repro")
     before = repo_state(repo)
     yield
-    after = repo_state(repo)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = changed_keys(before, repo_state(repo))
     assert not changed, f"the test changed the shared tiny_repro (use repo_tools.copy_repo): {changed}"
 
 

@@ -35,6 +35,8 @@ GROUPS = {
     "training": [f"lmtune.train.trainer.x_{f}__mutmut_*" for f in TRAINING_PURE],
     "checkpoints": [f"lmtune.train.checkpoints.x_{f}__mutmut_*" for f in CHECKPOINTS_PURE],
     "params": ["lmtune.params.*"],
+    "stats": ["lmtune.stats.*"],
+    "io": ["lmtune.io.*"],
 }
 # Statuses mutmut gives (mutmut.stats.status_by_exit_code): a mutant is killed when a test failed on it,
 # or when it hung (timeout) or crashed the interpreter (segfault); "no tests" means no selected test ran it.
@@ -63,8 +65,6 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "lmtune.data.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
     "lmtune.data.chunking.x_sample_blocks__mutmut_9": (
         "replace=None", "Generator.choice tests `if replace`: None samples without replacement, as False does"),
-    "lmtune.params.x_load__mutmut_5": (
-        "encoding=None", "here: the locale's encoding is UTF-8 on this machine (it would not be under a Latin-1 locale)"),
     "lmtune.params.x_load__mutmut_7": ('encoding="UTF-8"', "codec names are case-insensitive"),
     "lmtune.tasks.base.x__fixed__mutmut_9": ("reshape(-2)", RESHAPE),
     **{f"lmtune.tasks.base.x_fingerprint_extra__mutmut_{i}": ("extra", STAMP) for i in (2, 3, 4, 5, 6, 7, 10, 12, 13)},

@@ -54,7 +54,7 @@ def kill_when(repo: Repo, cmd: list[str], ready: Path, poll: float = 0.01, timeo
     Returns the finished process (returncode -9 when it was killed, i.e. `ready` came before the end).
     """
     log = repo.path.parent / f"{repo.path.name}-killed.log"
-    with open(log, "w") as fh:
+    with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(cmd, cwd=repo.path, env=repo.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and not ready.exists() and time.monotonic() < deadline:
@@ -62,7 +62,7 @@ def kill_when(repo: Repo, cmd: list[str], ready: Path, poll: float = 0.01, timeo
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    return subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(), "")
+    return subprocess.CompletedProcess(cmd, proc.returncode, log.read_text(encoding="utf-8"), "")
 
 
 def python_stage(name: str) -> list[str]:

@@ -30,3 +30,19 @@ def test_dvc_stage_lines_are_parsed():
 
     out = "Running stage 'train':\n> python -m stages.train\nStage 'chunk' didn't change, skipping\nRunning stage 'evaluate':"
     assert _ran(out) == ["train", "evaluate"]
+
+
+def test_bench_imports_the_library_never_the_tests():
+    """bench/ runs where the tests are not installed (a GPU machine without pytest): no import of tests/."""
+    import ast
+
+    from conftest import ROOT
+
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"tests"}
+    found = []
+    for f in sorted((ROOT / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{f.name}: {n}" for n in names if n.split(".")[0] in test_modules]
+    assert found == []

@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
-from bench import gpu_check
-from tests.conftest import ROOT, VENV_BIN
+from bench import gpu_common
+from bench.gpu_pipeline import _ran_on
+from conftest import ROOT, VENV_BIN
 
 # No CUDA whatever the machine has, and the CPU debug switch off.
 NO_CUDA = {k: v for k, v in os.environ.items() if k != "LMTUNE_GPU_CHECK_ON_CPU"} | {"CUDA_VISIBLE_DEVICES": ""}
@@ -70,14 +71,14 @@ def test_probe_records_device_weights_and_autocast_of_every_layer(tmp_path, exit
     # Embedding + Linear once under bf16 autocast and once without; the Sequential owns no weights.
     assert sorted(map(tuple, probe["forwards"]), key=str) == sorted(
         [("cpu", "float32", "bfloat16", 2), ("cpu", "float32", None, 2)], key=str)
-    assert gpu_check._ran_on(probe, "cpu", None, check_cast=False)
-    assert not gpu_check._ran_on(probe, "cpu", "bfloat16")  # one call ran outside autocast
-    assert not gpu_check._ran_on(probe, "cuda", None, check_cast=False)
+    assert _ran_on(probe, "cpu", None, check_cast=False)
+    assert not _ran_on(probe, "cpu", "bfloat16")  # one call ran outside autocast
+    assert not _ran_on(probe, "cuda", None, check_cast=False)
 
 
 def test_no_forward_seen_is_not_a_pass():
-    assert not gpu_check._ran_on({"forwards": []}, "cpu", None)
-    assert not gpu_check._ran_on(None, "cpu", None)
+    assert not _ran_on({"forwards": []}, "cpu", None)
+    assert not _ran_on(None, "cpu", None)
 
 
 def test_flops_per_token_counts_gpt2_124m_as_stated():
@@ -85,7 +86,7 @@ def test_flops_per_token_counts_gpt2_124m_as_stated():
     import torch
     import transformers
 
-    s = gpu_check.GPU
+    s = gpu_common.GPU
     cfg = transformers.GPT2Config(vocab_size=s.vocab, n_positions=s.positions, n_embd=s.embd, n_layer=s.layers,
                                   n_head=s.heads)
     with torch.device("meta"):
@@ -94,4 +95,36 @@ def test_flops_per_token_counts_gpt2_124m_as_stated():
     wpe = model.transformer.wpe.weight.numel()
     assert (s.layers, s.embd, s.heads, s.vocab, s.positions, s.batch, s.seq) == (12, 768, 12, 50257, 1024, 8, 1024)
     assert n - wpe == 123_653_376  # bench/gpu_check.py's docstring arithmetic
-    assert gpu_check.flops_per_token(n, wpe, s.layers, s.embd, s.seq) == 6 * 123_653_376 + 12 * 12 * 768 * 1024
+    assert gpu_common.flops_per_token(n, wpe, s.layers, s.embd, s.seq) == 6 * 123_653_376 + 12 * 12 * 768 * 1024
+
+
+def test_cuda_paths_memory_check_bounds():
+    """The preflight check: estimate within ±25% of the measured peak, and peak ≤ limit ≤ device total."""
+    from types import SimpleNamespace as Plan
+
+    from bench.gpu_cuda_paths import memory_check
+
+    assert memory_check(Plan(estimate_mb=120, limit_mb=1000), 100, "x", 2000)["ok"]
+    assert memory_check(Plan(estimate_mb=76, limit_mb=None), 100, "x", None)["ok"]
+    assert not memory_check(Plan(estimate_mb=130, limit_mb=1000), 100, "x", 2000)["ok"]   # +30%
+    assert not memory_check(Plan(estimate_mb=70, limit_mb=1000), 100, "x", 2000)["ok"]    # -30%
+    assert not memory_check(Plan(estimate_mb=100, limit_mb=90), 100, "x", 2000)["ok"]     # limit under the peak
+    assert not memory_check(Plan(estimate_mb=100, limit_mb=3000), 100, "x", 2000)["ok"]   # limit above the GPU
+
+
+def test_cuda_paths_arguments_check_wants_the_real_class_in_bf16():
+    import transformers
+
+    from bench.gpu_cuda_paths import arguments_check
+
+    def args(**kw):
+        return transformers.TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **kw)
+
+    assert arguments_check(args(bf16=True), "cpu")["ok"]
+    assert not arguments_check(args(bf16=False), "cpu")["ok"]
+    assert not arguments_check(args(bf16=True), "cuda")["ok"]  # built for the CPU
+
+    class Stub(transformers.TrainingArguments):  # what the unit tests put in the real class's place
+        pass
+
+    assert not arguments_check(Stub(output_dir="unused", use_cpu=True, report_to="none", bf16=True), "cpu")["ok"]

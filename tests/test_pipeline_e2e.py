@@ -74,12 +74,28 @@ def test_export_is_the_trained_model_with_a_working_tokenizer_and_real_samples(t
     strategies = ["greedy", "temperature", "top_k", "top_p"]
     assert [(s["prompt"], s["strategy"]) for s in samples] == [(p, st) for p in gp["prompts"] for st in strategies]
     assert all(s["text"].strip() for s in samples), samples
-    model = AutoModelForCausalLM.from_pretrained(export, use_safetensors=True).eval()
-    for s in (s for s in samples if s["strategy"] == "greedy"):
+    # Every sample, greedy and sampled, again with plain transformers `generate` from the exported folder (tuned)
+    # and models/base (base), seeded as params say; each strategy's knobs spelled out here from params.yaml, not
+    # taken from lmtune.eval.generation, and every knob given, so the folder's own generation_config.json
+    # (do_sample, top_p) cannot stand in for one.
+    knobs = {"greedy": {"do_sample": False},
+             "temperature": {"do_sample": True, "temperature": gp["temperature"], "top_k": 0, "top_p": 1.0},
+             "top_k": {"do_sample": True, "temperature": 1.0, "top_k": gp["top_k"], "top_p": 1.0},
+             "top_p": {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": gp["top_p"]}}
+    models = {"text": AutoModelForCausalLM.from_pretrained(export, use_safetensors=True).eval(),
+              "base_text": AutoModelForCausalLM.from_pretrained(root / "models/base", use_safetensors=True).eval()}
+    for s in samples:
         enc = tok(s["prompt"], return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=False, max_new_tokens=gp["max_new_tokens"], pad_token_id=50256)
-        assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == s["text"], s
+        for key, model in models.items():
+            torch.manual_seed(gp["seed"])
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=gp["max_new_tokens"], pad_token_id=50256,
+                                     **knobs[s["strategy"]])
+            assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == s[key], (key, s)
+    # The sampled strategies really sample: each differs from greedy for some prompt.
+    by = {(s["prompt"], s["strategy"]): s["text"] for s in samples}
+    for st in ("temperature", "top_k", "top_p"):
+        assert any(by[(p, st)] != by[(p, "greedy")] for p in gp["prompts"]), st
 
 
 def test_repro_again_is_a_noop(tiny_repro):

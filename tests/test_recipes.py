@@ -21,7 +21,7 @@ from conftest import ROOT, make_repo
 from lmtune.cli import recipe
 from lmtune.errors import UserError
 
-RECIPES = ["eli5", "textfiles", "wikitext2", "wikitext103", "dolly", "emotion", "rte"]
+RECIPES = ["eli5", "textfiles", "wikitext2", "wikitext103", "dolly", "emotion", "rte", "tiny"]
 FIX = "tests/fixtures"
 EOS = 50256
 

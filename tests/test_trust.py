@@ -247,6 +247,8 @@ def test_same_params_and_seed_twice_give_byte_identical_metrics(work):
         pick = lambda h: {k: v for k, v in h.items() if k.startswith(prefix)}  # noqa: E731
         assert pick(after) and pick(after) == pick(before), prefix
     assert not (work.path / "models/checkpoints").exists()
+    # Trained by hand in a git + DVC repo, outside DVC: dvclive saved no DVC experiment (its default would).
+    assert work.run("git", "for-each-ref", "refs/exps").stdout == ""
     timing = json.loads(read(work, "metrics/train_timing.json"))
     assert {"wall_time_s", "tokens_per_second", "peak_memory_mb"} <= set(timing)
     assert not {"wall_time_s", "tokens_per_second", "train_runtime", "peak_memory_mb"} & set(json.loads(first["metrics/train.json"]))

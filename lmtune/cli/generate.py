@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from lmtune import device, params, paths, tasks
 from lmtune.eval import generation
 from lmtune.errors import cli
-from lmtune.models import check_model_dir
+from lmtune.models.loading import check_model_dir
 
 
 @cli

@@ -5,13 +5,13 @@ from lmtune import params, paths, tasks
 
 
 def main() -> None:
-    ev = json.loads(paths.EVAL_METRICS.read_text())
+    ev = json.loads(paths.EVAL_METRICS.read_text(encoding="utf-8"))
     task = tasks.get(params.load().task)
     print()
     for name, m in ev.items():
         print(task.summary(name, m))
     if paths.TRAIN_TIMING.is_file():
-        t = json.loads(paths.TRAIN_TIMING.read_text())
+        t = json.loads(paths.TRAIN_TIMING.read_text(encoding="utf-8"))
         print(f"\ntrain: {t['wall_time_s']} s, {t['tokens_per_second']} tokens/s on {t['device']}")
     print(f"exported model: {paths.EXPORT}  (samples: {paths.EXPORT / 'samples.json'})")
 

@@ -48,7 +48,7 @@ def blocks_csv(task, columns: dict[str, dict]) -> str:
 def read_blocks(path: Path, task, model: str) -> dict:
     """The shared and `model`'s columns of a blocks csv, as lists (ints and floats as written)."""
     shared, per_model = task.block_columns
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     num = lambda v: float(v) if any(ch in v for ch in ".en") else int(v)  # noqa: E731 ("nan", "1e-05" are floats)
     out = {c: [num(r[c]) for r in rows] for c in shared}

@@ -93,7 +93,7 @@ def card_data(p: Params, tuned: dict) -> ModelCardData:
 
 
 def model_card(p: Params, samples: list[dict], shipped_defaults: list[str]) -> ModelCard:
-    metrics = {f.stem: json.loads(f.read_text()) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
+    metrics = {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
     ev = metrics.get("eval", {})
     lora, task = p.lora, tasks.get(p.task)
     body = [

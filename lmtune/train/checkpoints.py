@@ -109,7 +109,7 @@ def resumable_checkpoint(ckpt_dir: Path, fp: str, now: dict | None = None) -> st
         last = complete_checkpoint(ckpt_dir)
         if last is None:
             return None
-        state = json.loads((Path(last) / "trainer_state.json").read_text())
+        state = json.loads((Path(last) / "trainer_state.json").read_text(encoding="utf-8"))
         if state.get("global_step", 0) < state.get("max_steps", 0):
             print(f"resuming from {last}", flush=True)
             return last

@@ -25,7 +25,7 @@ def gb(n: int) -> str:
 
 def _proc_status_kb(field: str, status: Path = Path("/proc/self/status")) -> int | None:
     try:
-        for line in status.read_text().splitlines():
+        for line in status.read_text(encoding="utf-8").splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -59,7 +59,7 @@ def mem_available(meminfo: str) -> int | None:
 
 def _read_int(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
     return None if text == "max" else int(text)
@@ -67,7 +67,7 @@ def _read_int(path: Path) -> int | None:
 
 def _stat(path: Path, key: str) -> int:
     try:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             name, _, value = line.partition(" ")
             if name == key:
                 return int(value)
@@ -150,8 +150,8 @@ def process_limit(device: str, environ=os.environ) -> Limit:
         free, _ = torch.cuda.mem_get_info(gpu)
         return Limit(free + torch.cuda.memory_reserved(gpu), "free GPU memory")
     try:
-        available = mem_available(Path("/proc/meminfo").read_text())
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
+        available = mem_available(Path("/proc/meminfo").read_text(encoding="utf-8"))
+        proc_cgroup = Path("/proc/self/cgroup").read_text(encoding="utf-8")
     except OSError:
         available, proc_cgroup = None, ""
     if available is None:

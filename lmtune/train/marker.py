@@ -26,7 +26,7 @@ def unfinished_run(marker: Path) -> str | None:
     if not marker.is_file():
         return None
     try:
-        m = json.loads(marker.read_text())
+        m = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         m = {}
     step = m.get("step")
