@@ -52,13 +52,13 @@ def main() -> None:
             model, tokenizer, chunks["train"], chunks["validation"], tp, p.seed,
             paths.CHECKPOINTS, fp, paths.TRAIN_LIVE, callbacks=[marker.callback()], stamp_extra=plan.choice(),
         )
-        # Every process calls save_model (FSDP/DeepSpeed gather the weights there); only the main one writes.
+        # Every process saves (FSDP/DeepSpeed gather the weights there); only the main one writes.
         final_tmp = paths.FINAL.parent / f".{paths.FINAL.name}.tmp-train"
         if hf_trainer.is_world_process_zero():
             sweep_temps(paths.FINAL)  # this run's temp name, and any a killed run left
         hf_trainer.accelerator.wait_for_everyone()
         try:
-            hf_trainer.save_model(str(final_tmp))
+            trainer.save_final(hf_trainer, final_tmp)
             hf_trainer.accelerator.wait_for_everyone()
         except BaseException:
             if live_tmp is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -108,6 +109,26 @@ def collate_blocks(examples: list[dict]) -> dict:
     return batch
 
 
+def fsdp_on_cpu(accelerator, environ) -> bool:
+    """Turn on the FSDP the launcher asked for (`ACCELERATE_USE_FSDP`) in processes without GPUs.
+
+    accelerate 1.15 enables FSDP only on accelerator devices: with `use_cpu` its state stays MULTI_CPU
+    (plain DDP over gloo) and the config file's FSDP settings are silently dropped. torch's FSDP2
+    (`fully_shard`) itself runs on CPU over gloo, and accelerate's FSDP2 code paths (prepare, sharded
+    checkpoints, gathering the full state dict to save) are device-agnostic, so the state is switched to
+    FSDP with the plugin built from the launcher's environment, as accelerate does on GPUs.
+    Returns True when it switched.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    return True
+
+
 class FiniteLossTrainer(transformers.Trainer):
     """A Trainer that stops with an error naming the step as soon as one step's loss is NaN or inf.
 
@@ -115,6 +136,11 @@ class FiniteLossTrainer(transformers.Trainer):
     loss each step for its own NaN filter, so this costs nothing extra). The stage then writes
     nothing: models/final and metrics/ keep their previous contents.
     """
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if fsdp_on_cpu(self.accelerator, os.environ):
+            self.is_fsdp_enabled = True  # what the Trainer sets from the state on GPUs
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -125,6 +151,47 @@ class FiniteLossTrainer(transformers.Trainer):
                 f"(process {self.args.process_index}); lower train.learning_rate or check the data"
             )
         return loss
+
+
+def save_final(hf_trainer: transformers.Trainer, out_dir: Path) -> None:
+    """Write the trained model as one full, unsharded HF folder (weights, config, tokenizer). Call on every
+    process: FSDP gathers the shards there; only the main process writes.
+
+    The Trainer's own save_model writes nothing usable under FSDP's SHARDED_STATE_DICT (the checkpoints'
+    type, needed to resume a sharded run); the full state dict is gathered instead, as the Trainer does
+    for FULL_STATE_DICT, and saved through the same `_save` (save_pretrained of the model, or of the
+    LoRA adapter, and the tokenizer).
+    """
+    state = hf_trainer.accelerator.state
+    plugin = getattr(state, "fsdp_plugin", None)
+    if not hf_trainer.is_fsdp_enabled or plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+        hf_trainer.save_model(str(out_dir))
+        return
+    if hf_trainer.args.should_save:
+        hf_trainer._save(str(out_dir), state_dict=full_state_dict(hf_trainer.model))
+    else:
+        full_state_dict(hf_trainer.model)  # the gathers are collective: every process takes part
+
+
+def full_state_dict(model) -> dict:
+    """The model's state dict with every FSDP2 shard (DTensor) gathered into a plain CPU tensor.
+
+    Explicit, because accelerate's get_state_dict (torch's get_model_state_dict with full_state_dict) hands
+    back the DTensors unchanged for a model sharded on CPU. Tied weights (GPT-2's lm_head and wte) are one
+    DTensor under two names: gathered once, so they stay one tensor and save_pretrained writes it once.
+    Every process gathers in the same (state dict) order and holds the full model for the moment.
+    """
+    from torch.distributed.tensor import DTensor
+
+    gathered: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, value in model.state_dict().items():
+        if isinstance(value, DTensor):
+            if id(value) not in gathered:
+                gathered[id(value)] = value.full_tensor().detach().cpu()
+            value = gathered[id(value)]
+        out[name] = value
+    return out
 
 
 def fingerprint(tp: TrainParams, seed: int, inputs: list[Path]) -> str:
