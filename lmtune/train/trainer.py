@@ -211,6 +211,26 @@ def with_world_size(fp: str, world_size: int) -> str:
     return hashlib.sha256(f"{fp}:world_size={world_size}".encode()).hexdigest()
 
 
+# The launcher's environment variables that decide how a checkpoint is laid out: sharded or not, by whom,
+# in which form (accelerate's FSDP/DeepSpeed launchers set them from the config file).
+LAYOUT_ENV = ("ACCELERATE_USE_FSDP", "FSDP_VERSION", "FSDP_STATE_DICT_TYPE", "FSDP_RESHARD_AFTER_FORWARD",
+              "FSDP_OFFLOAD_PARAMS", "FSDP_SHARDING_STRATEGY", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")
+
+
+def layout(environ) -> dict:
+    """How this run shards its model and checkpoints, from the launcher's environment ({} for plain DDP or
+    one process). A sharded checkpoint holds one file per process in FSDP's or DeepSpeed's own format, so
+    it resumes only under the same layout; editing the config file in place must not resume it."""
+    return {k: environ[k].lower() for k in LAYOUT_ENV if environ.get(k) not in (None, "", "false")}
+
+
+def with_layout(fp: str, world_size: int, environ) -> str:
+    """The fingerprint at this world size and sharding layout."""
+    shard = layout(environ)
+    fp = with_world_size(fp, world_size)
+    return hashlib.sha256(f"{fp}:layout={json.dumps(shard, sort_keys=True)}".encode()).hexdigest() if shard else fp
+
+
 def complete_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest checkpoint that was fully written; partial ones (a kill mid-save) are removed.
 
@@ -343,7 +363,7 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     temp dir or None on other processes).
     """
     args = training_arguments(tp, seed, ckpt_dir)
-    fp = with_world_size(fp, args.world_size)
+    fp = with_layout(fp, args.world_size, os.environ)
     resume = resumable_checkpoint(ckpt_dir, fp) if args.process_index == 0 else None
     if args.world_size > 1:  # every process must resume from the same place
         from accelerate.utils import broadcast_object_list
