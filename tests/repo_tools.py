@@ -28,7 +28,7 @@ def tree_hashes(root: Path, tops=OUTPUTS, skip=("models/checkpoints", "models/tr
 
     temps=False leaves out the temp dirs of an unfinished write (`.name.tmp-*`): a SIGKILL cannot clean
     them up, they are not outputs, and the next run of the stage sweeps them. The default `skip` leaves out
-    the train stage's scratch: its checkpoints and its in-progress marker (lmtune.train.memory.RunMarker).
+    the train stage's scratch: its checkpoints and its in-progress marker (lmtune.train.marker.RunMarker).
     """
     out = {}
     for top in tops:
@@ -67,3 +67,22 @@ def kill_when(repo: Repo, cmd: list[str], ready: Path, poll: float = 0.01, timeo
 
 def python_stage(name: str) -> list[str]:
     return [sys.executable, "-m", f"stages.{name}"]
+
+
+def run_until(repo: Repo, cmd: list[str], patterns: tuple[str, ...], timeout: float = 600) -> str:
+    """Start `cmd` in its own process group and SIGKILL the group at the first output line holding one of
+    `patterns` (or when it ends). Returns the output up to there: a stage's decision, without its whole run."""
+    proc = subprocess.Popen(cmd, cwd=repo.path, env={**repo.env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, deadline = [], time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if any(p in line for p in patterns) or time.monotonic() > deadline:
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    return "".join(lines)
