@@ -150,7 +150,9 @@ def main(argv=None) -> None:
                 memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
                 if long_gpt2 else []) + (
                 memory.bench_model("SmolLM2-135M", smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
-                if "smollm2" in which else []))
+                if "smollm2" in which else []) + (
+                [memory.bench_sharded("tiny GPT-2", long_gpt2, *shapes[0], max(3, args.memory_steps), work)]
+                if long_gpt2 else []))
         if "dvc" in wanted:
             from bench import dvcrepro
 

@@ -170,19 +170,22 @@ def full_state_dict(model) -> dict:
     """The model's state dict with every FSDP2 shard (DTensor) gathered into a plain CPU tensor.
 
     Explicit, because accelerate's get_state_dict (torch's get_model_state_dict with full_state_dict) hands
-    back the DTensors unchanged for a model sharded on CPU. Tied weights (GPT-2's lm_head and wte) are one
-    DTensor under two names: gathered once, so they stay one tensor and save_pretrained writes it once.
-    Every process gathers in the same (state dict) order and holds the full model for the moment.
+    back the DTensors unchanged for a model sharded on CPU. Tied weights (GPT-2's lm_head and wte) are two
+    DTensors over one local shard: gathered once (keyed by the shard's storage), so they stay one tensor and
+    save_pretrained writes it once, as for an unsharded model. Every process gathers in the same (state dict)
+    order and holds the full model for the moment.
     """
     from torch.distributed.tensor import DTensor
 
-    gathered: dict[int, torch.Tensor] = {}
+    gathered: dict[tuple, torch.Tensor] = {}
     out = {}
     for name, value in model.state_dict().items():
         if isinstance(value, DTensor):
-            if id(value) not in gathered:
-                gathered[id(value)] = value.full_tensor().detach().cpu()
-            value = gathered[id(value)]
+            local = value.to_local()
+            key = (local.untyped_storage().data_ptr(), local.storage_offset(), tuple(value.shape))
+            if key not in gathered:
+                gathered[key] = value.full_tensor().detach().cpu()
+            value = gathered[key]
         out[name] = value
     return out
 
