@@ -88,7 +88,9 @@ def test_fsdp2_on_two_cpu_processes_equals_one_process_resumes_sharded_and_saves
 
     # LoRA under FSDP2, killed right after its first checkpoint: the checkpoint is FSDP's sharded one,
     # one file per process; the next run resumes from it and ends where 1 process x batch 4 ends.
-    repo.set_params({"lora": {"enabled": True}})
+    repo.set_params({"lora": {"enabled": True, "dropout": 0.0}})  # LoRA's own dropout off too
+    # The kill reaches the launched processes too (launch.die_with_launcher): torch starts them in sessions of
+    # their own, and without it they would train on to the end and leave no checkpoint to resume.
     killed = kill_when(repo, python_stage("train"), ckpts / "checkpoint-4" / "trainer_state.json")
     assert killed.returncode == -9, killed.stdout[-2000:]
     shards = sorted(p.name for p in (ckpts / "checkpoint-4").rglob("*.distcp"))
