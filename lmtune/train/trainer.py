@@ -160,17 +160,19 @@ def save_final(hf_trainer: transformers.Trainer, out_dir: Path) -> None:
     if not hf_trainer.is_fsdp_enabled or plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
         hf_trainer.save_model(str(out_dir))
         return
+    if hf_trainer.args.device.type == "cpu":
+        full = full_state_dict(hf_trainer.model)  # collective: every process takes part, and gets the whole model
+    else:  # accelerate's own gather: the whole model on the main process only, in its CPU memory (not run here)
+        full = hf_trainer.accelerator.get_state_dict(hf_trainer.model)
     if hf_trainer.args.should_save:
-        hf_trainer._save(str(out_dir), state_dict=full_state_dict(hf_trainer.model))
-    else:
-        full_state_dict(hf_trainer.model)  # the gathers are collective: every process takes part
+        hf_trainer._save(str(out_dir), state_dict=full)
 
 
 def full_state_dict(model) -> dict:
     """The model's state dict with every FSDP2 shard (DTensor) gathered into a plain CPU tensor.
 
-    Explicit, because accelerate's get_state_dict (torch's get_model_state_dict with full_state_dict) hands
-    back the DTensors unchanged for a model sharded on CPU. Tied weights (GPT-2's lm_head and wte) are two
+    For processes on CPU, where accelerate's get_state_dict (torch's get_model_state_dict with
+    full_state_dict) hands back the DTensors unchanged. Tied weights (GPT-2's lm_head and wte) are two
     DTensors over one local shard: gathered once (keyed by the shard's storage), so they stay one tensor and
     save_pretrained writes it once, as for an unsharded model. Every process gathers in the same (state dict)
     order and holds the full model for the moment.
