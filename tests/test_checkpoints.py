@@ -6,6 +6,7 @@ checkpoint, change one input, start the stage again and read its decision (resum
 """
 import json
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -153,3 +154,41 @@ def test_train_stage_resumes_only_when_the_checkpoint_identity_matches(tiny_repr
             line = next((l for l in out.splitlines() if "discarding checkpoints" in l), None)
             assert line and "resuming from" not in out, (name, out[-3000:])
             assert line.rstrip().endswith(f"made with different params or data ({named})"), (name, line)
+
+
+# --- A killed run's scratch when DVC restores train instead of running it -----------------------------
+
+def test_superseded_only_when_the_checkpoints_match_the_inputs_now(tmp_path):
+    base, chunks = folders(tmp_path)
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    p = params({})
+    assert checkpoints.superseded(p, ckpts, base, chunks)  # no stamp: killed before its first checkpoint
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"identity": checkpoints.identity(p, p.train, 1, base, chunks)}))
+    assert checkpoints.superseded(p, ckpts, base, chunks)
+    assert checkpoints.superseded(params({"evaluate": {"batch_size": 3}}), ckpts, base, chunks)
+    assert not checkpoints.superseded(params({"train": {"learning_rate": 5e-4}}), ckpts, base, chunks)
+    assert not checkpoints.superseded(params(LORA), ckpts, base, chunks)
+    (base / "model.safetensors").write_bytes(b"other weights")
+    assert not checkpoints.superseded(p, ckpts, base, chunks)
+
+
+@pytest.mark.slow
+def test_a_killed_runs_scratch_goes_after_dvc_restores_train_from_the_run_cache(tiny_repro, tmp_path):
+    """Kill `dvc repro` in train after checkpoint-4; `dvc repro` then restores train from the run-cache (the
+    stage never runs, so its scratch stays); lmtune.cli.scratch (make repro runs it next) removes it."""
+    from conftest import VENV_BIN
+
+    work = copy_repo(tiny_repro, tmp_path / "work")
+    ckpts, marker = work.path / "models/checkpoints", work.path / "models/train-in-progress.json"
+    killed = kill_when(work, [str(VENV_BIN / "dvc"), "repro", "--force", "--single-item", "train"],
+                       ckpts / "checkpoint-4" / "trainer_state.json")
+    assert killed.returncode == -9, f"train finished before the kill:\n{killed.stdout[-2000:]}"
+    out = work.dvc("repro").stdout
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in out, out
+    assert (ckpts / "checkpoint-4").is_dir() and marker.is_file()  # what the issue saw: the scratch outlives it
+    said = work.run(sys.executable, "-m", "lmtune.cli.scratch").stdout
+    assert "removed a killed run's scratch" in said, said
+    assert not ckpts.exists() and not marker.exists()
+    assert "up to date" in work.dvc("status").stdout
+    assert work.run(sys.executable, "-m", "lmtune.cli.scratch").stdout == ""  # nothing left: says nothing

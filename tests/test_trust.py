@@ -175,9 +175,11 @@ def test_kill_between_the_two_renames_restores_the_previous_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_stage_commits_each_output_by_one_rename_and_cleans_up_when_it_fails(tiny_repro, tmp_path):
+def test_every_stage_commits_its_outputs_whole_whichever_rename_fails(tiny_repro, tmp_path):
     """Each dvc.yaml stage, run with the renames onto its outputs intercepted (tests/stage_faults.py):
-    - the first one failing: the stage stops, every output is untouched (bytes, mtime, inode), no temp is left;
+    - the n-th of them failing, for every n the stage makes: the stage stops, no temp is left, and every
+      output is entirely old or entirely new; train's four outputs (model, curves, metrics, timing) are
+      committed together, so for train every one of them is old;
     - all of them skipped: the stage runs to its end without touching an output in place, and renamed
       something onto each output it declares, which is what it would have written: byte-identical to the
       output already there (stages are deterministic; only the wall-clock timing file differs)."""
@@ -186,11 +188,19 @@ def test_every_stage_commits_each_output_by_one_rename_and_cleans_up_when_it_fai
     report = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("REPORT "))[len("REPORT "):])
     assert set(report) == set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     for name, r in report.items():
-        failed, skipped = r["raise"], r["swallow"]
-        assert failed["result"] == "refused" and failed["changed"] == [] and failed["temps"] == [], (name, failed)
+        skipped, *refused, finished = r["swallow"], *r["refuse"]
         assert skipped["result"] == "finished" and skipped["changed"] == [], (name, skipped)
         assert skipped["committed"] == skipped["outputs"], (name, skipped)
         assert set(skipped["differs"]) <= {"metrics/train_timing.json"}, (name, skipped)
+        # At least one rename per output (a stage that wrote one in place would have none to refuse).
+        assert len(refused) >= len(skipped["outputs"]), (name, r["refuse"])
+        for failed in refused:
+            assert failed["result"] == "refused" and failed["temps"] == [], (name, failed)
+            assert set(failed["outputs"].values()) <= {"old", "new"}, (name, failed)
+            if name == "train":
+                assert set(failed["outputs"].values()) == {"old"}, failed
+        assert finished["result"] == "finished" and finished["n"] == finished["renames"] + 1, (name, finished)
+        assert set(finished["outputs"].values()) == {"new"}, (name, finished)
 
 
 def test_replace_dir_puts_the_previous_output_back_when_the_second_rename_fails(tmp_path, monkeypatch):

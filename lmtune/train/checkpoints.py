@@ -47,6 +47,23 @@ def fingerprint(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
+def superseded(p, ckpt_dir: Path = paths.CHECKPOINTS, base: Path = paths.BASE, chunks: Path = paths.CHUNKS) -> bool:
+    """Whether the checkpoints in `ckpt_dir` were made from the inputs `p` and the data on disk name now (or
+    carry no identity: killed before their first save). Once train's outputs for those inputs are in place,
+    nothing resumes them. The preflight's micro-batch is not known without the model (with auto_batch_size
+    it is left out) and the world size is train.num_processes (a train param)."""
+    then = _stamp_record(ckpt_dir).get("identity")
+    if not isinstance(then, dict):
+        return True
+    planned = ("batch_size", "gradient_accumulation_steps") if p.train.auto_batch_size else ()
+
+    def comparable(ident: dict) -> dict:
+        train = {k: v for k, v in (ident.get("train") or {}).items() if k not in planned}
+        return {**ident, "train": train, "world_size": None}
+
+    return comparable(then) == comparable(identity(p, p.train, p.train.num_processes, base, chunks))
+
+
 def complete_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest checkpoint that was fully written; partial ones (a kill mid-save) are removed.
 
