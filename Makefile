@@ -84,6 +84,7 @@ compare: install
 
 # make sweep [PARAM=train.learning_rate] [VALUES=5e-5,3e-4] [JOBS=1], then make compare.
 # `dvc exp run --run-all` starts the same queue workers as `dvc queue start -j N`, and waits for them.
+# On a machine with several GPUs each run's train stage locks a GPU of its own (lmtune/gpus.py): JOBS = the GPU count.
 sweep: install
 	$(BIN)/dvc exp run --queue -S '$(PARAM)=$(VALUES)'
 	$(BIN)/dvc exp run --run-all -j $(JOBS)

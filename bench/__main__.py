@@ -132,6 +132,7 @@ def _memory(args, work, models):
     if "tiny" in which:
         long_gpt2 = memory.tiny_gpt2_long(work / "gpt2-1024")
         rows += memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
+        rows.append(memory.bench_sharded("tiny GPT-2", long_gpt2, *shapes[0], max(3, args.memory_steps), work))
     if "smollm2" in which:
         rows += memory.bench_model("SmolLM2-135M", models.smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
     return rows

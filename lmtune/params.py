@@ -3,7 +3,7 @@
 Defaults live only in params.yaml: every field here is required, unknown keys are rejected, and
 `load()` reports every problem in the file at once, each naming its key.
 """
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Optional
 
 import yaml
@@ -16,6 +16,8 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+# Where train.accelerate_config files live: dvc.yaml's train stage depends on this folder.
+ACCELERATE_CONFIGS = PurePosixPath("configs/accelerate")
 
 
 # Hub ids from older guides and their maintained namespaced repos (the hub moved the un-namespaced
@@ -194,12 +196,19 @@ class TrainParams(Strict):
     # > 1, or an accelerate config file: the stage re-starts itself under `accelerate launch` (lmtune/train/launch.py).
     # The world size (all processes on all machines); batch_size is per process.
     num_processes: PosInt
-    accelerate_config: Optional[str]  # a path from the repo root, e.g. accelerate/multi-gpu.yaml
+    # A file under configs/accelerate/ (e.g. configs/accelerate/fsdp2.yaml): the train stage depends on that
+    # folder in dvc.yaml, so editing the file's content reruns train, not only changing its name.
+    accelerate_config: Optional[str]
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"train.max_steps must be -1 or > 0, got {self.max_steps}")
+        if self.accelerate_config is not None:
+            path = PurePosixPath(self.accelerate_config)
+            if path.is_absolute() or ".." in path.parts or path.parts[:2] != ACCELERATE_CONFIGS.parts:
+                raise ValueError(f"train.accelerate_config must be a file under {ACCELERATE_CONFIGS}/ (the folder "
+                                 f"the train stage depends on), got {self.accelerate_config!r}")
         if self.early_stopping_patience and not self.eval_steps:
             raise ValueError("train.early_stopping_patience needs train.eval_steps > 0")
         if self.early_stopping_patience and self.save_steps % self.eval_steps:

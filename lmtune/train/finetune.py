@@ -60,7 +60,7 @@ def fine_tune(p, task, final_dir: Path, curves_dir: Path) -> tuple[dict, dict]:
 
 
 def save(hf_trainer, final_dir: Path, curves_dir: Path) -> None:
-    hf_trainer.save_model(str(final_dir))  # every process: a sharded model is gathered here
+    trainer.save_final(hf_trainer, Path(final_dir))  # every process: a sharded model is gathered here
     hf_trainer.accelerator.wait_for_everyone()
     if hf_trainer.is_world_process_zero():
         # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,

@@ -61,11 +61,33 @@ def check_world_size(num_processes: int, env: dict) -> None:
                         f"{world} (WORLD_SIZE={world}); set train.num_processes: {world} in params.yaml")
 
 
+def die_with_launcher() -> None:
+    """In a process our launcher started: be SIGKILLed when the launcher dies, however it dies.
+
+    torch's elastic agent starts each process in a session of its own (start_new_session), so a SIGKILL to
+    the stage's process group (a user's kill, a job scheduler, the tests) would reach the launcher only,
+    and the processes would train on and write the outputs of a run that was killed. Linux's parent-death
+    signal ties them to it; elsewhere this does nothing.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before prctl: nothing will send the signal now
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def relaunch(num_processes: int, config_file: str | None, root: Path) -> None:
     """Start the train stage under `accelerate launch` and exit with its status, unless this process
     should train itself (one process, or already launched). Call first thing in the stage's main()."""
     if launched(os.environ):
         check_world_size(num_processes, os.environ)
+        if MARKER in os.environ and sys.platform.startswith("linux"):
+            die_with_launcher()
         return
     if config_file is not None and not (root / config_file).is_file():
         raise UserError(f"train.accelerate_config: file not found: {config_file}")

@@ -2,12 +2,14 @@
 estimated peak (lmtune.train.estimate) fits what the process may use (lmtune.train.limits); with
 train.auto_batch_size the largest divisor of the global batch that fits), or one error naming the keys to change.
 """
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 from lmtune.errors import UserError
-from lmtune.train.estimate import Profile, estimate, profile, trainable_bytes, weight_bytes
+from lmtune.train.estimate import Estimate, Profile, estimate, profile, trainable_bytes, weight_bytes
+from lmtune.train.sharding import gathered_bytes, per_process, sharding
 from lmtune.train.limits import LIMIT_ENV, MB, Limit, gb, process_limit, rss
 
 
@@ -39,14 +41,16 @@ class Plan:
         return {**self.choice(), "memory_estimate_mb": self.estimate_mb, "memory_limit_mb": self.limit_mb}
 
 
-def decide(tp, prof: Profile, base: int, trainable: int, limit: Limit, lora: bool = False, heap_slack: bool = False) -> Plan:
+def decide(tp, prof: Profile, base: int, trainable: int, limit: Limit, lora: bool = False, heap_slack: bool = False,
+           share: Callable[[Estimate], Estimate] = lambda e: e) -> Plan:
     """The preflight's decision (pure): the configured micro-batch if it fits, or with
-    train.auto_batch_size the largest divisor of the global batch that fits; UserError otherwise."""
+    train.auto_batch_size the largest divisor of the global batch that fits; UserError otherwise.
+    share: one process's part of a whole-model estimate (lmtune.train.sharding.per_process under FSDP/ZeRO)."""
     ckpt = tp.gradient_checkpointing
     global_batch = tp.batch_size * tp.gradient_accumulation_steps
 
     def est(m, checkpointing=ckpt):
-        return estimate(prof, m, base, trainable, checkpointing, heap_slack)
+        return share(estimate(prof, m, base, trainable, checkpointing, heap_slack))
 
     def fits(m, checkpointing=ckpt):
         return limit.bytes is None or est(m, checkpointing).total <= limit.bytes
@@ -90,7 +94,10 @@ def preflight(model, example: dict, collate, tp, lora: bool = False, device: str
     limit = process_limit(device, environ)
     prof = profile(model, example, collate, device if device == "cuda" else "cpu", autocast_dtype)
     base = weight_bytes(model) if device == "cuda" else rss()
-    return agree(decide(tp, prof, base, trainable_bytes(model), limit, lora, heap_slack and device != "cuda"), environ)
+    share = functools.partial(per_process, sh=sharding(environ), weights=weight_bytes(model),
+                              gathered=gathered_bytes(model), cuda=device == "cuda")
+    return agree(decide(tp, prof, base, trainable_bytes(model), limit, lora, heap_slack and device != "cuda", share),
+                 environ)
 
 
 def agree(plan: Plan, environ=os.environ) -> Plan:

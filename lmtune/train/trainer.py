@@ -5,6 +5,7 @@ reads the launcher's environment); only the main process writes outputs.
 """
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,26 @@ def collate_blocks(examples: list[dict]) -> dict:
     return batch
 
 
+def fsdp_on_cpu(accelerator, environ) -> bool:
+    """Turn on the FSDP the launcher asked for (`ACCELERATE_USE_FSDP`) in processes without GPUs.
+
+    accelerate 1.15 enables FSDP only on accelerator devices: with `use_cpu` its state stays MULTI_CPU
+    (plain DDP over gloo) and the config file's FSDP settings are silently dropped. torch's FSDP2
+    (`fully_shard`) itself runs on CPU over gloo, and accelerate's FSDP2 code paths (prepare, sharded
+    checkpoints, gathering the full state dict to save) are device-agnostic, so the state is switched to
+    FSDP with the plugin built from the launcher's environment, as accelerate does on GPUs.
+    Returns True when it switched.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    return True
+
+
 class FiniteLossTrainer(transformers.Trainer):
     """A Trainer that stops with an error naming the step as soon as one step's loss is NaN or inf.
 
@@ -108,6 +129,11 @@ class FiniteLossTrainer(transformers.Trainer):
     loss each step for its own NaN filter, so this costs nothing extra). The stage then writes
     nothing: models/final and metrics/ keep their previous contents.
     """
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if fsdp_on_cpu(self.accelerator, os.environ):
+            self.is_fsdp_enabled = True  # what the Trainer sets from the state on GPUs
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -118,6 +144,52 @@ class FiniteLossTrainer(transformers.Trainer):
                 f"(process {self.args.process_index}); lower train.learning_rate or check the data"
             )
         return loss
+
+
+def save_final(hf_trainer: transformers.Trainer, out_dir: Path) -> None:
+    """Write the trained model as one full, unsharded HF folder (weights, config, tokenizer). Call on every
+    process: FSDP gathers the shards there; only the main process writes.
+
+    The Trainer's own save_model writes nothing usable under FSDP's SHARDED_STATE_DICT (the checkpoints'
+    type, needed to resume a sharded run); the full state dict is gathered instead, as the Trainer does
+    for FULL_STATE_DICT, and saved through the same `_save` (save_pretrained of the model, or of the
+    LoRA adapter, and the tokenizer).
+    """
+    state = hf_trainer.accelerator.state
+    plugin = getattr(state, "fsdp_plugin", None)
+    if not hf_trainer.is_fsdp_enabled or plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+        hf_trainer.save_model(str(out_dir))
+        return
+    if hf_trainer.args.device.type == "cpu":
+        full = full_state_dict(hf_trainer.model)  # collective: every process takes part, and gets the whole model
+    else:  # accelerate's own gather: the whole model on the main process only, in its CPU memory (not run here)
+        full = hf_trainer.accelerator.get_state_dict(hf_trainer.model)
+    if hf_trainer.args.should_save:
+        hf_trainer._save(str(out_dir), state_dict=full)
+
+
+def full_state_dict(model) -> dict:
+    """The model's state dict with every FSDP2 shard (DTensor) gathered into a plain CPU tensor.
+
+    For processes on CPU, where accelerate's get_state_dict (torch's get_model_state_dict with
+    full_state_dict) hands back the DTensors unchanged. Tied weights (GPT-2's lm_head and wte) are two
+    DTensors over one local shard: gathered once (keyed by the shard's storage), so they stay one tensor and
+    save_pretrained writes it once, as for an unsharded model. Every process gathers in the same (state dict)
+    order and holds the full model for the moment.
+    """
+    from torch.distributed.tensor import DTensor
+
+    gathered: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, value in model.state_dict().items():
+        if isinstance(value, DTensor):
+            local = value.to_local()
+            key = (local.untyped_storage().data_ptr(), local.storage_offset(), tuple(value.shape))
+            if key not in gathered:
+                gathered[key] = value.full_tensor().detach().cpu()
+            value = gathered[key]
+        out[name] = value
+    return out
 
 
 def mean_logged_loss(log_history: list[dict]) -> float | None:
