@@ -74,7 +74,7 @@ def _recorded_pid(fh) -> int | None:
 def try_lock(path: Path):
     """(open file holding the lock, pid of a dead previous holder or None), or None when a live process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")
+    fh = open(path, "a+", encoding="utf-8")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

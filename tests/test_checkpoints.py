@@ -79,10 +79,11 @@ def test_identity_changes_with_the_bytes_and_names_of_base_and_chunks_and_the_la
     assert fingerprint({}, 1, base, chunks) == first
     # The launcher's config (its distributed type shards the state): its content, under the same path
     # (read relative to the repo root, here tmp_path).
-    p = params({"train": {"accelerate_config": "acc.yaml"}})
-    (tmp_path / "acc.yaml").write_text("distributed_type: MULTI_GPU\n")
+    p = params({"train": {"accelerate_config": "configs/accelerate/acc.yaml"}})
+    (tmp_path / "configs/accelerate").mkdir(parents=True)
+    (tmp_path / "configs/accelerate/acc.yaml").write_text("distributed_type: MULTI_GPU\n")
     ddp = checkpoints.identity(p, p.train, 1, base, chunks, root=tmp_path)
-    (tmp_path / "acc.yaml").write_text("distributed_type: FSDP\n")
+    (tmp_path / "configs/accelerate/acc.yaml").write_text("distributed_type: FSDP\n")
     assert checkpoints.identity(p, p.train, 1, base, chunks, root=tmp_path)["accelerate_config"] != ddp["accelerate_config"]
 
 

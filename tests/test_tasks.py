@@ -37,7 +37,10 @@ def test_every_task_implements_the_interface(name):
 
 
 NAME = "|".join(tasks.NAMES)
-BRANCH = re.compile(rf"""(task\w*\s*(==|!=|\bin\b|\bnot in\b)|(==|!=)\s*task\w*\b)|["'](?:{NAME})["']\s*(==|!=|:)""")
+# A task variable compared with a literal (a name, or a collection of names), either way round, or a task name as
+# a mapping key. Comparing two runs' tasks with each other (compare keeps one task's runs) names no task.
+BRANCH = re.compile(rf"""(task\w*\s*(==|!=|\bin\b|\bnot in\b)\s*["'(\[{{]|["')\]}}]\s*(==|!=)\s*\w*\.?task\w*\b)"""
+                    rf"""|["'](?:{NAME})["']\s*(==|!=|:)""")
 
 
 def test_no_module_outside_the_package_branches_on_a_task_name():
@@ -55,5 +58,7 @@ def test_no_module_outside_the_package_branches_on_a_task_name():
 def test_the_scan_sees_a_branch():
     # Control for the scan above: the shapes of code the original modules had must match.
     for line in ('if task == "classification":', "if p.task != 'causal_lm' or mode == 'pad':",
-                 'TITLES = {"causal_lm": "causal language model"}'):
+                 'TITLES = {"causal_lm": "causal language model"}', 'if p.task in ("chat", "instruction"):',
+                 'if "classification" == p.task:'):
         assert BRANCH.search(line), line
+    assert not BRANCH.search("runs = [r for r in runs if r.task == first]")

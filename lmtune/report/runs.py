@@ -160,7 +160,7 @@ def read_lock(run: Run) -> dict | None:
     """The run's dvc.lock (git-tracked: `git show REV:dvc.lock`; the workspace's file), None if absent."""
     if run.rev is None:
         path = paths.ROOT / "dvc.lock"
-        text = path.read_text() if path.is_file() else None
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
     else:
         proc = subprocess.run(["git", "show", f"{run.rev}:dvc.lock"], cwd=paths.ROOT, capture_output=True, text=True)
         text = proc.stdout if proc.returncode == 0 else None
