@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from lmtune import allocator, device, params, paths, tasks
 from lmtune.train import launch
 from lmtune.train import memory
-from lmtune.train import trainer
+from lmtune.train import trainer as training
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, replace_dir, sweep_temps
 
@@ -39,16 +39,16 @@ def main() -> None:
     # Will the configured micro-batch fit (train.auto_batch_size: which one does)? Refuses with one
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
-    plan = memory.preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
+    plan = memory.preflight(model, chunks["train"][0], training.collate_blocks, p.train, p.lora.enabled,
                             where.device, where.dtype, heap_slack=tuned)
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
     if plan.auto and main_process:
         print(f"train: micro-batch {plan.batch_size} x {plan.gradient_accumulation_steps} accumulation steps "
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
-    fp = trainer.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
+    fp = training.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
     with memory.RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main_process) as marker:
-        trainer, metrics, timing, live_tmp = trainer.train(
+        trainer, metrics, timing, live_tmp = training.train(
             model, tokenizer, chunks["train"], chunks["validation"], tp, p.seed,
             paths.CHECKPOINTS, fp, paths.TRAIN_LIVE, callbacks=[marker.callback()], stamp_extra=plan.choice(),
         )
