@@ -13,6 +13,7 @@ import datasets
 from transformers import AutoTokenizer
 
 from lmtune import allocator, device, params, paths, tasks
+from lmtune.models import loading, lora
 from lmtune.train import launch
 from lmtune.train import memory
 from lmtune.train import trainer as training
@@ -33,9 +34,9 @@ def main() -> None:
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     # The task's model class (classification: a seeded new head); LoRA adapters when lora.enabled.
-    task = tasks.get(p.task)
-    model = task.load_model(paths.BASE, p.seed, p.flatten.label_names)
-    model = task.with_lora(model, p.lora, p.train.gradient_checkpointing)
+    task = tasks.load(p)
+    model = loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs())
+    model = lora.with_lora(model, task.head, p.lora, p.train.gradient_checkpointing)
     # Will the configured micro-batch fit (train.auto_batch_size: which one does)? Refuses with one
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
