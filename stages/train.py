@@ -22,7 +22,7 @@ def main() -> None:
     launch.relaunch(p.train.num_processes, p.train.accelerate_config, paths.ROOT)
     if p.train.num_processes == 1 and p.train.accelerate_config is None:
         gpus.claim()  # on a machine with several GPUs: lock one and see only it (make sweep JOBS=N)
-    task = tasks.get(p.task)
+    task = tasks.load(p)
     main_process = finetune.is_main_process()
     outputs = (paths.FINAL, paths.TRAIN_LIVE, paths.TRAIN_METRICS, paths.TRAIN_TIMING)
     with staged_outputs(*outputs, commit=main_process) as (final, curves, metrics_file, timing_file):

@@ -116,7 +116,8 @@ def _one_task(runs: list[Run], skipped) -> tuple[str, list[Run], list[str]]:
 
 def _ranking(task: str, runs: list[Run]) -> tuple[str, bool, list[str]]:
     """(metric, higher is better, header lines): perplexity per token only between runs on the same tokens."""
-    key, hib = tasks.get(task).primary_metric
+    ranks = tasks.ranking(tasks.get(task))
+    key, hib = ranks.key, ranks.higher_is_better
     if key != "perplexity":
         return key, hib, []
     same = same_tokens(runs)

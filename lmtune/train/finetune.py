@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from lmtune import allocator, device, paths
+from lmtune.models import loading, lora
 from lmtune.train import checkpoints, trainer
 from lmtune.train.marker import RunMarker, unfinished_run
 from lmtune.train.plan import preflight
@@ -25,8 +26,8 @@ def load(p, task):
 
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
-    model = task.load_model(paths.BASE, p.seed, p.flatten.label_names)
-    return chunks, tokenizer, task.with_lora(model, p.lora, p.train.gradient_checkpointing)
+    model = loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs())
+    return chunks, tokenizer, lora.with_lora(model, task.head, p.lora, p.train.gradient_checkpointing)
 
 
 def fine_tune(p, task, final_dir: Path, curves_dir: Path) -> tuple[dict, dict]:
