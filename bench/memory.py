@@ -112,7 +112,7 @@ def bench_sharded(label: str, model_dir: Path, batch: int, block: int, steps: in
     proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, text=True, capture_output=True, env={**os.environ, **ENV})
     if proc.returncode != 0:
         raise RuntimeError(f"sharded memory run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    ranks = [json.loads(f.read_text()) for f in sorted(out.glob("rank-*.json"))]
+    ranks = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(out.glob("rank-*.json"))]
     assert len(ranks) == processes, ranks
     single = worker("memory", model_dir, batch, block, steps, work)
     est, meas = ranks[0]["estimate_mb"], max(r["measured_mb"] for r in ranks)
@@ -141,6 +141,6 @@ if __name__ == "__main__":
     model_dir, batch, block, steps, work, *rest = sys.argv[1:]
     result = measure(Path(model_dir), int(batch), int(block), int(steps), Path(work), bool(rest and rest[0] == "1"))
     if len(rest) > 1:  # under accelerate launch (bench_sharded): one file per process
-        Path(rest[1], f"rank-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(result))
+        Path(rest[1], f"rank-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(result), encoding="utf-8")
     else:
         emit(result)

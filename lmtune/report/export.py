@@ -33,7 +33,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def read_base_samples(path: Path = paths.BASE_SAMPLES) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path.relative_to(paths.ROOT)}: missing; run `dvc repro` (stage base_samples)")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_weights(model, final: Path, out: Path) -> None:
@@ -64,6 +64,6 @@ def export(task, placement, final: Path = paths.FINAL, out: Path = paths.EXPORT)
     with atomic_dir(out) as tmp:
         write_weights(model, final, tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         card.model_card(task, samples, model).save(tmp / "README.md")
     return samples
