@@ -63,6 +63,9 @@ class ModelParams(Strict):
     name: Optional[str]
     revision: Optional[str]
     gpt2: GPT2Arch
+    # task chat renders conversations with the tokenizer's own chat template; `chatml` gives a tokenizer
+    # without one (a base model) ChatML with its eos token ending each turn (lmtune/models/chat_template.py).
+    chat_template: Optional[Literal["chatml"]]
 
     @model_validator(mode="after")
     def _name_needed(self):
@@ -123,6 +126,12 @@ class FlattenParams(Strict):
     text_pair_field: Optional[str]
     label_field: str
     label_names: list[str]      # class i is label_names[i]; required for task classification
+    # chat: the record's list of turns, each turn's role and text keys, and role renames onto
+    # system/user/assistant (ShareGPT: conversations of {from, value}, human -> user, gpt -> assistant).
+    messages_field: str
+    role_key: str
+    content_key: str
+    role_names: dict[str, str]
 
     @model_validator(mode="after")
     def _templates(self):

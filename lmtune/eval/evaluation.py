@@ -28,7 +28,9 @@ def evaluate(p, which: str) -> tuple[dict, dict]:
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     m = task.evaluate(model, blocks, p.evaluate.batch_size, names, tokenizer=tokenizer,
                       autocast=placement.autocast, desc=f"evaluate {which}")
-    return m, m.pop("blocks")
+    blocks_rows = m.pop("blocks")
+    m.update(task.generation_metrics(model, blocks, tokenizer, p.generate, p.evaluate.batch_size, placement.autocast))
+    return m, blocks_rows
 
 
 def blocks_csv(task, columns: dict[str, dict]) -> str:

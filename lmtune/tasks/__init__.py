@@ -2,6 +2,8 @@
 
 - causal_lm (`causal_lm.py`): one `text` per record; concatenate-and-chunk or pad/truncate per example.
 - instruction (`instruction.py`): `prompt` + `response`; the loss sees only the response and its eos.
+- chat (`chat.py`): `messages` of {role, content}; rendered with the tokenizer's chat template, the loss sees
+  the assistant turns and their end-of-turn token only.
 - classification (`classification.py`): `text` (+ `text_pair`) + integer `label`; a sequence-classification
   head on the base LM.
 
@@ -11,10 +13,11 @@ task names (tests/test_tasks.py scans for it). A fourth task is one new module p
 from lmtune.tasks.base import (IGNORE_INDEX, Task, examples_table, fingerprint_extra, is_adapter, pack_examples,
                                pad_examples)
 from lmtune.tasks.causal_lm import CausalLM
+from lmtune.tasks.chat import Chat
 from lmtune.tasks.classification import Classification
 from lmtune.tasks.instruction import Instruction
 
-REGISTRY: dict[str, Task] = {t.name: t for t in (CausalLM(), Instruction(), Classification())}
+REGISTRY: dict[str, Task] = {t.name: t for t in (CausalLM(), Instruction(), Chat(), Classification())}
 NAMES = tuple(REGISTRY)
 
 

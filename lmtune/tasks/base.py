@@ -128,6 +128,10 @@ class Task:
         per-example columns of `block_columns` (forward passes under `autocast()` when given)."""
         raise NotImplementedError
 
+    def generation_metrics(self, model, blocks, tokenizer, gp, batch_size: int, autocast=None) -> dict:
+        """Evaluation numbers that need generation on the validation examples (`gp`: generate params)."""
+        return {}
+
     def plot_csv(self, tuned: dict, label_names: list[str]) -> str:
         """metrics/confusion.csv (a DVC plot): header only unless the task has a confusion matrix."""
         return "actual,predicted\n"
