@@ -26,8 +26,8 @@ CPU = Placement("cpu", None)
 
 def test_unknown_task_names_the_known_ones():
     with pytest.raises(KeyError) as e:
-        tasks.get("chat")
-    assert e.value.args[0] == "unknown task 'chat'; known: ['causal_lm', 'instruction', 'classification']"
+        tasks.get("summarization")
+    assert e.value.args[0] == "unknown task 'summarization'; known: ['causal_lm', 'instruction', 'chat', 'classification']"
 
 
 # ---- chunk: dtypes, empty input, the no-example error --------------------------------------------
@@ -82,7 +82,10 @@ def test_chunk_tables_store_ids_in_the_tokens_dtype(task, cols, mode, dtype):
     table = task.chunk(_tokens(task, cols, dtype), mode, 4, 0, "here")
     ids_type = pa.from_numpy_dtype(dtype)
     assert table.column("input_ids").type == pa.list_(ids_type, 4)
-    assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)
+    if mode == "concat":  # packed whole: positions restart per example instead of a padding mask
+        assert table.column("position_ids").type == pa.list_(pa.int32(), 4) and "attention_mask" not in table.column_names
+    else:
+        assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)
     want_labels = pa.int64() if task is CLF else pa.list_(pa.int32(), 4)  # a class id per row, or -100/ids per token
     assert table.column("labels").type == want_labels
 

@@ -59,10 +59,17 @@ def test_chunk_drops_examples_without_a_response_token():
     out = INS.chunk(split, "pad", 5, EOS, "here")  # the second's response is cut off
     assert out.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
     assert out.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
-    # packed: 11 tokens -> 2 blocks of 5; the second block holds only prompt tokens of example 2, so it is dropped
+    # packed: example 1 (4 tokens) alone in its row, padded; example 2 (7 > 5) in a row of its own, truncated to
+    # prompt tokens only, so it is dropped
     packed = INS.chunk(split, "concat", 5, EOS, "here")
-    assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, 1]]
+    assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
     assert packed.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
+    assert packed.column("position_ids").to_pylist() == [[0, 1, 2, 3, 0]]
+    # two short examples share a row, positions restarting at the second
+    two = INS.chunk(ds({"input_ids": [[1, 2, 3], [4, 5]], "prompt_length": [1, 1]}, feats), "concat", 5, EOS, "here")
+    assert two.column("input_ids").to_pylist() == [[1, 2, 3, 4, 5]]
+    assert two.column("labels").to_pylist() == [[-100, 2, 3, -100, 5]]
+    assert two.column("position_ids").to_pylist() == [[0, 1, 2, 0, 1]]
 
 
 # ---- what the loss sees -------------------------------------------------------------------------

@@ -12,10 +12,10 @@ INTERFACE = [n for n, v in vars(Task).items() if callable(v) and not n.startswit
 
 
 def test_registry_covers_the_params_schema():
-    assert set(tasks.NAMES) == {"causal_lm", "instruction", "classification"}
+    assert set(tasks.NAMES) == {"causal_lm", "instruction", "chat", "classification"}
     assert params.Params.model_fields["task"].annotation.__args__ == tasks.NAMES
     with pytest.raises(KeyError, match="known"):
-        tasks.get("chat")
+        tasks.get("summarization")
 
 
 @pytest.mark.parametrize("name", tasks.NAMES)

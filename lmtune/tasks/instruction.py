@@ -1,10 +1,11 @@
 """instruction: `prompt` + `response` per record (Dolly schema); the loss sees only the response and its
-eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed (`concat`)."""
+eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed whole, several per
+row, each attending only to itself (`concat`, lmtune.data.packing)."""
 import numpy as np
 import pyarrow as pa
 
-from lmtune.data import text
-from lmtune.tasks.base import columns, examples_table, no_examples, pack_examples, pad_examples, scored_only
+from lmtune.data import packing, text
+from lmtune.tasks.base import columns, examples_table, no_examples, pad_examples, scored_only
 from lmtune.tasks.lm import LanguageModelTask
 
 
@@ -49,12 +50,14 @@ class Instruction(LanguageModelTask):
                 "prompt_length": [len(p) for p in prompts]}
 
     def chunk(self, ds, mode: str, block_size: int, pad_id: int, where: str) -> pa.Table:
-        """concat: examples packed back to back into full blocks; pad: one example per row. Either way the
-        prompts' labels are -100, and examples left with no scored token are dropped."""
+        """concat: examples packed whole into rows with position ids restarting at each (no example attends
+        to another); pad: one example per row. Either way the prompts' labels are -100, and examples left
+        with no scored token are dropped."""
         cols, ids_list, dtype = columns(ds)
         prompts = cols["prompt_length"]
         if mode == "concat":
-            out = pack_examples(ids_list, prompts, block_size, dtype=dtype)
+            labels = [packing.labelled(x, np.arange(len(x)) >= int(p)) for x, p in zip(ids_list, prompts)]
+            out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
             out = pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
         out = scored_only(out)
