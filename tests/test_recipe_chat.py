@@ -34,10 +34,14 @@ def test_smoltalk_end_to_end(tmp_path):
     per_row = (train["position_ids"] == 0).sum(1)
     assert per_row.max() > 2
     # what the loss sees, decoded: each assistant reply followed by eos, nothing else
-    val = chunks["validation"].with_format("numpy")[:]
-    scored = tok.decode(val["labels"][val["labels"] != -100])
+    tokens = datasets.load_from_disk(root / "data/tokens")["validation"]
+    scored = "".join(tok.decode([i for i, m in zip(ids, mask) if m])
+                     for ids, mask in zip(tokens["input_ids"], tokens["assistant_mask"]))
     replies = [m["content"] for c in fixture_conversations("test") for m in c if m["role"] == "assistant"]
     assert scored == "".join(r + tok.eos_token for r in replies)
+    # the rows keep those labels, up to the 128-token row a longer conversation is truncated to
+    val = chunks["validation"].with_format("numpy")[:]
+    assert int((val["labels"] != -100).sum()) == sum(int(np.sum(m[:128])) for m in tokens["assistant_mask"])
     ev = read(repo, "metrics/eval.json")
     n_val = len(fixture_conversations("test"))
     for m in ev.values():
