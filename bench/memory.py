@@ -48,7 +48,9 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
         "gradient_checkpointing": checkpointing,
     })
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = tasks.get("causal_lm").load_model(model_dir, p.seed, [])
+    from lmtune.models import loading
+
+    model = loading.load_model(model_dir, tasks.get("causal_lm").head, p.seed)
     vocab = model.config.vocab_size
     ids = np.random.default_rng(0).integers(0, vocab, size=(batch * steps, block), dtype=np.int64).astype(np.uint32)
     blocks = datasets.Dataset.from_dict({"input_ids": ids}).with_format("numpy")

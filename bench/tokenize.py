@@ -51,21 +51,22 @@ def ours(flat_dir: Path, tok_dir: Path, batch_size: int, num_proc: int) -> dict:
     import datasets
     from transformers import AutoTokenizer
 
-    from lmtune import io, tasks
+    from lmtune import io, params, tasks
     from lmtune.data import chunking
     from lmtune.data import text
 
     datasets.disable_caching()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     dtype = text.token_dtype(len(tokenizer))
-    eos = tokenizer.eos_token_id
+    p = params.load()
+    task = tasks.get("causal_lm")(p.model_copy(update={"tokenize": p.tokenize.model_copy(update={"eos_between_documents": True})}))
     flat = datasets.DatasetDict({"train": datasets.load_from_disk(str(flat_dir))})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         tokens = flat.map(
-            lambda b: tasks.get("causal_lm").tokenize_batch(tokenizer, b, eos),
+            lambda b: task.tokenize_batch(tokenizer, b),
             batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
-            remove_columns=flat["train"].column_names, features=tasks.get("causal_lm").token_features(dtype),
+            remove_columns=flat["train"].column_names, features=task.token_features(dtype),
         )
         io.save_dataset(tokens, tmp)
         seconds = time.perf_counter() - start

@@ -6,21 +6,21 @@ a `dvc exp run -S train.*` reuses them instead of generating with the base model
 """
 from transformers import AutoTokenizer
 
-from lmtune import device, params, paths, tasks
-from lmtune.eval import generation
+from lmtune import device, paths
 from lmtune.errors import cli
+from lmtune.eval import generation
 from lmtune.io import atomic_write_json
+from lmtune.models import loading
+from stages.common import begin
 
 
 @cli
 def main() -> None:
-    p = params.load()
-    task = tasks.get(p.task)
+    p, task = begin()
     placement = device.current(p.train.precision)
     # a classifier's base is the base LM with the seeded, untrained head (as in the base evaluation)
-    model = generation.place(task.load_model(paths.BASE, p.seed, p.flatten.label_names), placement)
-    tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
-    samples = task.samples(model, tokenizer, p.generate, p.flatten, placement)
+    model = generation.place(loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs()), placement)
+    samples = generation.task_samples(task, model, AutoTokenizer.from_pretrained(paths.BASE), p.generate, placement)
     atomic_write_json(paths.BASE_SAMPLES, samples)
     print(f"base_samples: {paths.BASE_SAMPLES} ({len(samples)} samples on {placement.device})")
 

@@ -4,36 +4,24 @@ token stream into `block_size` blocks (labels = input ids); otherwise one exampl
 at each (lmtune/data/packing.py)."""
 import datasets
 
-from lmtune import params, paths, tasks
+from lmtune import paths
 from lmtune.data import chunking
-from lmtune.models import loading
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir, save_tables
-
-VALIDATION_SAMPLE_SEED = 0
+from lmtune.models import loading
+from stages.common import begin
 
 
 @cli
 def main() -> None:
-    all_params = params.load()
-    p, task = all_params.chunk, tasks.get(all_params.task)
+    p, task = begin()
     config = loading.load_config(paths.BASE)
-    context = loading.context_length(config)
-    if p.block_size > context:
-        raise UserError(f"chunk.block_size: {p.block_size} is above the model's context length {context}")
-    tokens = datasets.load_from_disk(paths.TOKENS)
-    caps = {"train": p.max_train_blocks, "validation": p.max_validation_blocks}
-    # The training sample follows `seed`; the validation sample does not, so runs that differ only in seed
-    # score the same blocks (paired comparisons, seed groups in `make compare`).
-    seeds = {"train": all_params.seed, "validation": VALIDATION_SAMPLE_SEED}
-    out = {
-        split: chunking.sample_blocks(task.chunk(ds, p.mode, p.block_size, config.pad_token_id, f"data/tokens {split}"),
-                                      caps[split], seeds[split])
-        for split, ds in tokens.items()
-    }
+    if p.chunk.block_size > (context := loading.context_length(config)):
+        raise UserError(f"chunk.block_size: {p.chunk.block_size} is above the model's context length {context}")
+    out = chunking.split_examples(task, datasets.load_from_disk(paths.TOKENS), config.pad_token_id)
     with atomic_dir(paths.CHUNKS) as tmp:
         save_tables(out, tmp)
-    print(f"chunk: {', '.join(f'{k} {len(v)} blocks of {p.block_size}' for k, v in out.items())}")
+    print(f"chunk: {', '.join(f'{k} {len(v)} blocks of {p.chunk.block_size}' for k, v in out.items())}")
 
 
 if __name__ == "__main__":

@@ -8,28 +8,28 @@ matrix as a DVC plot (header only for the language-model tasks).
 """
 import json
 
-from lmtune import allocator, params, paths, tasks
-from lmtune.eval import evaluation
+from lmtune import paths
 from lmtune.errors import cli
+from lmtune.eval import evaluation
 from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.report import metrics
+from stages.common import begin
 
 
 @cli
 def main() -> None:
-    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
-    p = params.load()
-    task = tasks.get(p.task)
-    tuned, blocks = evaluation.evaluate(p, "tuned")
+    _, task = begin(tune_allocator=True)
+    tuned, blocks = evaluation.evaluate(task, "tuned")
     base_blocks = evaluation.read_blocks(paths.BLOCKS_BASE, task, "base")
     evaluation.same_blocks(task, base_blocks, blocks)
     result = {"base": json.loads(paths.EVAL_BASE.read_text())["base"], "tuned": tuned}
-    plot = task.plot_csv(tuned, p.flatten.label_names)
+    plot = evaluation.confusion_csv(tuned)
     tuned.pop("confusion_matrix", None)
     atomic_write_text(paths.BLOCKS, evaluation.blocks_csv(task, {"base": base_blocks, "tuned": blocks}))
     atomic_write_text(paths.CONFUSION, plot)
     atomic_write_json(paths.EVAL_METRICS, result)
     for name, m in result.items():
-        print(f"evaluate: {task.summary(name, m)}")
+        print(f"evaluate: {metrics.console_line(task, name, m)}")
 
 
 if __name__ == "__main__":

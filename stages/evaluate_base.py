@@ -4,22 +4,22 @@ Its own stage so that DVC caches it: it depends on models/base, the validation b
 params only, so `dvc exp run -S train.*` does not measure the base again (`evaluate` copies it beside the
 tuned numbers). For classification the base has the untrained (seeded) head, the honest baseline.
 """
-from lmtune import allocator, params, paths, tasks
-from lmtune.eval import evaluation
+from lmtune import paths
 from lmtune.errors import cli
+from lmtune.eval import evaluation
 from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.report import metrics
+from stages.common import begin
 
 
 @cli
 def main() -> None:
-    allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
-    p = params.load()
-    task = tasks.get(p.task)
-    m, blocks = evaluation.evaluate(p, "base")
+    _, task = begin(tune_allocator=True)
+    m, blocks = evaluation.evaluate(task, "base")
     m.pop("confusion_matrix", None)
     atomic_write_text(paths.BLOCKS_BASE, evaluation.blocks_csv(task, {"base": blocks}))
     atomic_write_json(paths.EVAL_BASE, {"base": m})
-    print(f"evaluate_base: {task.summary('base', m)}")
+    print(f"evaluate_base: {metrics.console_line(task, 'base', m)}")
 
 
 if __name__ == "__main__":

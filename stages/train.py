@@ -13,9 +13,10 @@ import datasets
 from transformers import AutoTokenizer
 
 from lmtune import allocator, device, params, paths, tasks
+from lmtune.models import loading, lora
 from lmtune.train import launch
 from lmtune.train import memory
-from lmtune.train import trainer
+from lmtune.train import trainer as training
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, replace_dir, sweep_temps
 
@@ -33,38 +34,38 @@ def main() -> None:
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     # The task's model class (classification: a seeded new head); LoRA adapters when lora.enabled.
-    task = tasks.get(p.task)
-    model = task.load_model(paths.BASE, p.seed, p.flatten.label_names)
-    model = task.with_lora(model, p.lora, p.train.gradient_checkpointing)
+    task = tasks.load(p)
+    model = loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs())
+    model = lora.with_lora(model, task.head, p.lora, p.train.gradient_checkpointing)
     # Will the configured micro-batch fit (train.auto_batch_size: which one does)? Refuses with one
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
-    plan = memory.preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
+    plan = memory.preflight(model, chunks["train"][0], training.collate_blocks, p.train, p.lora.enabled,
                             where.device, where.dtype, heap_slack=tuned)
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
     if plan.auto and main_process:
         print(f"train: micro-batch {plan.batch_size} x {plan.gradient_accumulation_steps} accumulation steps "
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
-    fp = trainer.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
+    fp = training.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
     with memory.RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main_process) as marker:
-        hf_trainer, metrics, timing, live_tmp = trainer.train(
+        trainer, metrics, timing, live_tmp = training.train(
             model, tokenizer, chunks["train"], chunks["validation"], tp, p.seed,
             paths.CHECKPOINTS, fp, paths.TRAIN_LIVE, callbacks=[marker.callback()], stamp_extra=plan.choice(),
         )
         # Every process calls save_model (FSDP/DeepSpeed gather the weights there); only the main one writes.
         final_tmp = paths.FINAL.parent / f".{paths.FINAL.name}.tmp-train"
-        if hf_trainer.is_world_process_zero():
+        if trainer.is_world_process_zero():
             sweep_temps(paths.FINAL)  # this run's temp name, and any a killed run left
-        hf_trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.wait_for_everyone()
         try:
-            hf_trainer.save_model(str(final_tmp))
-            hf_trainer.accelerator.wait_for_everyone()
+            trainer.save_model(str(final_tmp))
+            trainer.accelerator.wait_for_everyone()
         except BaseException:
             if live_tmp is not None:
                 shutil.rmtree(live_tmp, ignore_errors=True)
             raise
-        if hf_trainer.is_world_process_zero():
+        if trainer.is_world_process_zero():
             # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,
             # never loaded by this project, and it would make two identical runs' models/final differ.
             (final_tmp / "training_args.bin").unlink(missing_ok=True)

@@ -32,3 +32,13 @@ def ds(cols, features):
     import datasets
 
     return datasets.Dataset.from_dict(cols, features=features)
+
+
+def bound(name: str, **sections):
+    """The task `name` bound to params.yaml with some sections changed, e.g. bound("classification",
+    flatten={"label_names": ["neg", "pos"]}, chunk={"mode": "pad", "block_size": 8})."""
+    from lmtune import tasks
+
+    p = params.load(ROOT / "params.yaml")
+    changes = {"task": name, **{k: getattr(p, k).model_copy(update=v) for k, v in sections.items()}}
+    return tasks.get(name)(p.model_copy(update=changes))

@@ -16,7 +16,7 @@ from lmtune import params, tasks
 from lmtune.report import card
 from lmtune.eval import generation
 from lmtune.device import Placement
-from lmtune.tasks.base import md_cell
+from lmtune.report.samples import md_cell
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +33,11 @@ def read(repo, rel):
 def test_card_metadata_reads_back_with_the_hub_api(tiny_repro):
     root = tiny_repro.path
     p = params.load(root / "params.yaml")
-    task = tasks.get(p.task)
+    task = tasks.load(p)
     card = ModelCard.load(root / "models/export/README.md")
     data = card.data
     tuned = read(tiny_repro, "metrics/eval.json")["tuned"]
-    assert data.pipeline_tag == task.pipeline_tag == "text-generation"
+    assert data.pipeline_tag == task.head.pipeline_tag == "text-generation"
     assert data.library_name == "transformers"
     assert data.base_model is None  # a random-init GPT-2 has no hub base model
     assert data.license == "mit" and data.language is None and data.datasets is None  # local fixture files
@@ -70,7 +70,7 @@ def test_card_data_per_source(name, source, model_name, data_name, license_, lan
         raw["data"].update(source="hub", name=data_name, config="c1", validation_split="validation")
     p = params.validate(raw)
     tuned = {"perplexity": 12.3456789, "accuracy": 0.5}
-    data = ModelCard(f"---\n{card.card_data(p, tuned).to_yaml()}\n---\n").data  # round trip through YAML
+    data = ModelCard(f"---\n{card.card_data(tasks.load(p), tuned).to_yaml()}\n---\n").data  # round trip through YAML
     assert (data.base_model, data.license, data.language) == (base, license_, language)
     assert data.datasets == ([data_name] if data_name else None)
     r = data.eval_results[0]

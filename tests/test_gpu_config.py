@@ -98,17 +98,19 @@ def _project_loaders(folder, model_type: str):
     """Every way the stages load a model: the base (loading.load_base on a local folder), each task's model
     class (train, evaluate), and a tuned LoRA model merged back (evaluate, export)."""
     from lmtune import tasks
-    from lmtune.models import loading
+    from lmtune.models import loading, lora as lora_
     from lmtune.params import ModelParams
 
     p = params.load()
     yield "load_base", loading.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2), 0)[0]
+    clf = p.model_copy(update={"flatten": p.flatten.model_copy(update={"label_names": ["neg", "pos"]})})
     for name in tasks.NAMES:
-        yield name, tasks.get(name).load_model(folder, 0, ["neg", "pos"])
-    task = tasks.get("causal_lm")
+        task = tasks.get(name)(clf)
+        yield name, loading.load_model(folder, task.head, 0, **task.model_kwargs())
+    head = tasks.get("causal_lm").head
     lora = p.lora.model_copy(update={"enabled": True, "target_modules": [{"gpt2": "c_attn", "llama": "q_proj"}[model_type]]})
-    task.with_lora(task.load_model(folder, 0, []), lora).save_pretrained(folder / "adapter")
-    yield "load_tuned (LoRA merged)", task.load_tuned(folder / "adapter", folder, 0, [])
+    lora_.with_lora(loading.load_model(folder, head, 0), head, lora).save_pretrained(folder / "adapter")
+    yield "load_tuned (LoRA merged)", lora_.load_tuned(folder / "adapter", folder, head, 0)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from lmtune.params import TASKS
 
 STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export"]
 
@@ -30,17 +31,19 @@ def _module_level(tree):
             todo += node.body
 
 
+OURS = ("lmtune", "stages")
+
+
 def lmtune_imports(path: Path) -> set[str]:
-    """lmtune modules a file imports when it is imported (module level)."""
+    """Project modules (lmtune, stages) a file imports when it is imported (module level); `from pkg import
+    name` counts the module pkg.name when there is one."""
     found = set()
     for node in _module_level(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lmtune":
-            if node.module == "lmtune":
-                found |= {f"lmtune.{a.name}" for a in node.names}
-            else:
-                found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in OURS:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}").is_file()}
         elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "lmtune"}
+            found |= {a.name for a in node.names if a.name.split(".")[0] in OURS}
     return found
 
 
@@ -60,9 +63,11 @@ def closure(path: Path) -> set[str]:
     return seen
 
 
-def declared(stage: dict) -> set[str]:
-    """The files a stage's deps cover (a folder dep covers every file under it)."""
-    return set(stage["deps"])
+def declared(stage: dict, task: str | None = None) -> set[str]:
+    """The files a stage's deps cover (a folder dep covers every file under it), `${task}` read as DVC
+    interpolates it from params.yaml (or as `task`)."""
+    task = task or yaml.safe_load((ROOT / "params.yaml").read_text())["task"]
+    return {d.replace("${task}", task) for d in stage["deps"]}
 
 
 def docstring_only(rel: str) -> bool:
@@ -119,3 +124,21 @@ def stage_imports(out: str) -> dict[str, set[str]]:
             if mod.split(".")[0] == "lmtune" and module_file(mod).is_file():
                 found[stage].add(mod)
     return found
+
+
+TASK_MODULES = {f"lmtune/tasks/{t}.py" for t in TASKS}
+PRESENTING = {"export"}  # the stages that render for people: the model card, its tables and samples
+
+
+def test_code_deps_follow_the_data():
+    """No stage lists a whole package, another task's module or (unless it presents) the report room."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        code = [d for d in stage["deps"] if d.startswith(("lmtune", "stages"))]
+        assert all(d.endswith(".py") or d == "lmtune/eval/metric_modules" for d in code), (name, code)
+        assert not set(code) & TASK_MODULES, f"{name} names a task module instead of lmtune/tasks/${{task}}.py"
+        if any(d.startswith("lmtune/tasks/") for d in code):
+            assert "lmtune/tasks/${task}.py" in code, name
+        report = {d for d in code if d.startswith("lmtune/report/")}
+        if name not in PRESENTING:  # evaluate's console line is the one formatter, not the card or samples
+            assert report <= {"lmtune/report/metrics.py"}, (name, report)

@@ -231,12 +231,13 @@ def test_profile_is_linear_in_the_batch_and_checkpointing_saves():
 
 def test_lora_counts_only_the_adapters_as_trainable():
     from lmtune import tasks
+    from lmtune.models.lora import with_lora
     from lmtune.params import LoraParams
 
     model = tiny_gpt2()
     full = memory.trainable_bytes(model)
     lp = LoraParams(enabled=True, r=4, alpha=8, dropout=0.0, target_modules=["c_attn"], modules_to_save=[])
-    lora = tasks.get("causal_lm").with_lora(model, lp)
+    lora = with_lora(model, tasks.get("causal_lm").head, lp)
     assert 0 < memory.trainable_bytes(lora) < full / 20
     example = {"input_ids": torch.arange(64) % 1000}
     fake, _, _ = memory.saved_bytes(lora, trainer.collate_blocks([example]))
@@ -422,7 +423,9 @@ def test_auto_batch_size_under_a_limit_keeps_the_global_batch(work):
     assert timing["micro_batch_size"] == 4 and timing["auto_batch_size"] is False
     # What one more example costs, from the same fake-tensor profile the stage computes: a limit one
     # example below the configured run's estimate lets micro-batch 2 fit and 4 not (3 does not divide 4).
-    model = tasks.get("causal_lm").load_model(work.path / "models/base", p["seed"], [])
+    from lmtune.models import loading
+
+    model = loading.load_model(work.path / "models/base", tasks.get("causal_lm").head, p["seed"])
     chunks = datasets.load_from_disk(work.path / "data/chunks").with_format("numpy")
     prof = memory.profile(model, chunks["train"][0], trainer.collate_blocks)
     one = memory.estimate(prof, 1, 0, 0, False, heap_slack=True).total

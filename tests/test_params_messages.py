@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from lmtune import params
+from lmtune import params, tasks
 from lmtune.errors import UserError
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -33,9 +33,13 @@ def test_section_checks_read_without_pydantic_prefix_or_the_section_dump():
         "params.yaml: 1 problem(s): model.gpt2: n_embd (30) must be divisible by n_head (4)")
     assert message(lambda r: r["model"].update(source="hub", name=None)) == (
         "params.yaml: 1 problem(s): model.name is required when model.source is 'hub'")
-    # The top-level (cross-section) checks are named as such; problems are joined by "; ".
-    assert message(lambda r: r.update(task="classification"), source="p.yaml") == (
-        "p.yaml: 1 problem(s): (top level): flatten.label_names must list at least 2 class names when task is "
+    # A task's own cross-section checks run where the task is loaded (tasks.load), one problem per key.
+    raw = copy.deepcopy(BASE)
+    raw["task"] = "classification"
+    with pytest.raises(UserError) as e:
+        tasks.load(params.validate(raw, "p.yaml"), "p.yaml")
+    assert str(e.value) == (
+        "p.yaml: 2 problem(s): flatten.label_names must list at least 2 class names when task is "
         "'classification'; chunk.mode must be 'pad' when task is 'classification' (one example per row)")
 
 

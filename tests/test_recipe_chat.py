@@ -60,13 +60,12 @@ def test_smoltalk_end_to_end(tmp_path):
 
 
 def test_sharegpt_conversations_map_onto_messages():
-    raw = yaml_params({"flatten": {"messages_field": "conversations", "role_key": "from", "content_key": "value",
-                                   "role_names": {"human": "user", "gpt": "assistant"}}})
-    task = tasks.get("chat")
+    task = tasks.load(yaml_params({"flatten": {"messages_field": "conversations", "role_key": "from",
+                                               "content_key": "value", "role_names": {"human": "user", "gpt": "assistant"}}}))
     rows = [json.loads(line) for line in (ROOT / FIX / "sharegpt/train.jsonl").read_text().splitlines()]
     ds = datasets.load_dataset("json", data_files=str(ROOT / FIX / "sharegpt/train.jsonl"), split="train")
-    assert task.source_fields(raw.flatten) == ["conversations"]
-    flat = [task.flatten_record(raw.flatten, r) for r in ds]
+    assert task.source_fields() == ["conversations"]
+    flat = [task.flatten_record(r) for r in ds]
     names = {"system": "system", "human": "user", "gpt": "assistant"}
     assert [f["messages"] for f in flat] == [[{"role": names[t["from"]], "content": t["value"]} for t in r["conversations"]]
                                              for r in rows]
@@ -87,5 +86,5 @@ def test_a_role_outside_the_mapping_names_the_param():
     p = yaml_params({"flatten": {"messages_field": "conversations", "role_key": "from", "content_key": "value"}})
     ds = datasets.load_dataset("json", data_files=str(ROOT / FIX / "sharegpt/train.jsonl"), split="train")
     with pytest.raises(Exception, match="flatten.role_names"):
-        tasks.get("chat").flatten_record(p.flatten, ds[0])
+        tasks.load(p).flatten_record(ds[0])
     assert np.all([isinstance(x, dict) for x in ds[0]["conversations"]])

@@ -152,12 +152,11 @@ def test_rte_lora_end_to_end(clf_repo):
     code = f"""
 import json, datasets, transformers
 from peft import PeftModel
-from lmtune import tasks
-clf = tasks.get('classification')
-names = {recipe.load('rte')['flatten']['label_names']!r}
+from lmtune import params, tasks
+clf = tasks.load(params.load())  # the rte run's params: its label names
 val = datasets.load_from_disk('data/chunks')['validation'].with_format('torch')
 m = transformers.AutoModelForSequenceClassification.from_pretrained('models/export', use_safetensors=True)
-a = clf.evaluate(m, val, 4, names)
+a = clf.evaluate(m, val, tokenizer=None)
 b = clf.load_model('models/base', 42, names)
 b = PeftModel.from_pretrained(b, 'models/export/adapter')
 c = clf.evaluate(b, val, 4, names)
@@ -184,11 +183,12 @@ def test_emotion_end_to_end(clf_repo):
     # the base row is the untrained (seeded) head: evaluating base again reproduces it exactly
     code = f"""
 import json, datasets
-from lmtune import tasks
-clf = tasks.get('classification')
-names = {recipe.load('emotion')['flatten']['label_names']!r}
+from lmtune import params, tasks
+from lmtune.models import loading
+clf = tasks.load(params.load())  # the emotion run's params: its label names
 val = datasets.load_from_disk('data/chunks')['validation'].with_format('torch')
-print(json.dumps(clf.evaluate(clf.load_model('models/base', 42, names), val, 4, names)))
+base = loading.load_model('models/base', clf.head, 42, **clf.model_kwargs())
+print(json.dumps(clf.evaluate(base, val, tokenizer=None)))
 """
     again = json.loads(clf_repo.run(sys.executable, "-c", code).stdout.splitlines()[-1])
     assert again["accuracy"] == ev["base"]["accuracy"] and again["predicted_counts"] == ev["base"]["predicted_counts"]

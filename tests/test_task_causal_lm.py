@@ -2,39 +2,42 @@
 import numpy as np
 import pytest
 
-from lmtune import tasks
 from lmtune.errors import UserError
-from task_helpers import EOS, ds, flat, fp, tok  # noqa: F401 (fixtures)
-
-LM = tasks.get("causal_lm")
+from task_helpers import EOS, bound, ds, tok  # noqa: F401 (fixtures)
 
 
-def test_flatten_eli5_nested_answers(fp):
+def chunked(split, mode, block_size):
+    return bound("causal_lm", chunk={"mode": mode, "block_size": block_size}).examples(split, EOS, "here")
+
+
+def test_flatten_eli5_nested_answers():
     rec = {"title": "Why?", "answers": {"a_id": ["a", "b"], "text": ["First answer.", "Second one."], "score": [3, 1]}}
-    out = LM.flatten_record(flat(fp, text_fields=["answers.text"], joiner=" "), rec)
-    assert out == {"text": "First answer. Second one."}
-    assert LM.source_fields(flat(fp, text_fields=["answers.text"])) == ["answers.text"]
-    assert not LM.keep_flat({"text": " \n"}) and LM.keep_flat({"text": "x"})
+    lm = bound("causal_lm", flatten={"text_fields": ["answers.text"], "joiner": " "})
+    assert lm.flatten_record(rec) == {"text": "First answer. Second one."}
+    assert lm.source_fields() == ["answers.text"]
+    assert not lm.keep_flat({"text": " \n"}) and lm.keep_flat({"text": "x"})
 
 
 def test_tokenize_puts_eos_after_each_document(tok):
-    out = LM.tokenize_batch(tok, {"text": ["Hello world.", "Bye."]}, EOS)
+    out = bound("causal_lm", tokenize={"eos_between_documents": True}).tokenize_batch(tok, {"text": ["Hello world.", "Bye."]})
     assert [list(x) for x in out["input_ids"]] == [tok("Hello world.")["input_ids"] + [EOS], tok("Bye.")["input_ids"] + [EOS]]
+    out = bound("causal_lm", tokenize={"eos_between_documents": False}).tokenize_batch(tok, {"text": ["Bye."]})
+    assert [list(x) for x in out["input_ids"]] == [tok("Bye.")["input_ids"]]
 
 
 def test_chunk_concat_is_the_global_cut_and_pad_is_per_document():
-    feats = LM.token_features(np.dtype(np.uint16))
+    feats = bound("causal_lm").token_features(np.dtype(np.uint16))
     split = ds({"input_ids": [[1, 2, 3], [4, 5, 6, 7, 8]]}, feats)
-    blocks = LM.chunk(split, "concat", 3, EOS, "here")
+    blocks = chunked(split, "concat", 3)
     assert blocks.column("input_ids").to_pylist() == [[1, 2, 3], [4, 5, 6]]  # 8 tokens -> 2 blocks, remainder dropped
-    padded = LM.chunk(split, "pad", 4, EOS, "here")
+    padded = chunked(split, "pad", 4)
     assert padded.column("input_ids").to_pylist() == [[1, 2, 3, EOS], [4, 5, 6, 7]]
     assert padded.column("labels").to_pylist() == [[1, 2, 3, -100], [4, 5, 6, 7]]
     with pytest.raises(UserError, match="here: 8 tokens, fewer than one block of chunk.block_size=9"):
-        LM.chunk(split, "concat", 9, EOS, "here")
+        chunked(split, "concat", 9)
 
 
 def test_chunk_pad_drops_documents_with_nothing_to_predict():
-    feats = LM.token_features(np.dtype(np.uint16))
+    feats = bound("causal_lm").token_features(np.dtype(np.uint16))
     with pytest.raises(UserError, match="no example left with a token to learn"):
-        LM.chunk(ds({"input_ids": [[7]]}, feats), "pad", 4, EOS, "data/tokens train")
+        chunked(ds({"input_ids": [[7]]}, feats), "pad", 4)

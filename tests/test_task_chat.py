@@ -8,11 +8,11 @@ import datasets
 import numpy as np
 import pytest
 
-from lmtune import tasks
 from lmtune.data.sources import package_dir
 from lmtune.errors import UserError
 from lmtune.models import chat_template, loading
 from lmtune.tasks import chat
+from task_helpers import bound
 
 CONVERSATION = [
     {"role": "system", "content": "You answer in one short sentence."},
@@ -75,7 +75,7 @@ def test_smollm2_labels_are_the_assistant_turns_and_their_end_of_turn(smollm2, c
 def test_chatml_opt_in_on_a_base_tokenizer(gpt2):
     assert not gpt2.chat_template
     with pytest.raises(UserError, match="model.chat_template: chatml"):
-        tasks.get("chat").tokenize_batch(gpt2, {"messages": [CONVERSATION]}, None)
+        bound("chat").tokenize_batch(gpt2, {"messages": [CONVERSATION]})
     tok = chat_template.with_default_template(gpt2, "chatml")
     ids, mask = chat.conversation_ids(tok, CONVERSATION)
     assert scored_runs(tok, ids, mask) == [m["content"] + "<|endoftext|>" for m in CONVERSATION if m["role"] == "assistant"]
@@ -106,11 +106,11 @@ def test_a_template_that_does_not_close_replies_with_eos_is_refused(gpt2):
 
 @pytest.mark.parametrize("mode", ["pad", "concat"])
 def test_chunk_keeps_the_mask_and_drops_nothing_scored(smollm2, mode):
-    task = tasks.get("chat")
+    task = bound("chat", chunk={"mode": mode, "block_size": 256})
     convs = [CONVERSATION, CONVERSATION[1:3], CONVERSATION[:3]]
-    tok = datasets.Dataset.from_dict(task.tokenize_batch(smollm2, {"messages": convs}, None),
+    tok = datasets.Dataset.from_dict(task.tokenize_batch(smollm2, {"messages": convs}),
                                      features=task.token_features(np.dtype(np.uint16)))
-    rows = task.chunk(tok, mode, 256, smollm2.pad_token_id, "test").to_pydict()
+    rows = task.examples(tok, smollm2.pad_token_id, "test").to_pydict()
     labels = np.array(rows["labels"])
     assert len(labels) == (1 if mode == "concat" else 3)  # packed: all three in one row
     expected = sum(int(np.sum(m)) for m in tok["assistant_mask"])

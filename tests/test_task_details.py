@@ -12,14 +12,18 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from lmtune import params, tasks
-from lmtune.eval import metrics
+from lmtune.data.examples import pad_examples, scored_only
+from lmtune.data.packing import labelled, pack_labelled
 from lmtune.device import Placement
 from lmtune.errors import UserError
-from lmtune.tasks.base import pack_examples, pad_examples, scored_only
-from lmtune.tasks.classification import confusion_csv, label_id
-from task_helpers import EOS, ds, flat, fp, tok  # noqa: F401 (fixtures)
+from lmtune.eval import generation, metrics
+from lmtune.eval.evaluation import confusion_csv
+from lmtune.models import loading, lora
+from lmtune.tasks.classification import label_id
+from task_helpers import EOS, bound, ds, tok  # noqa: F401 (fixtures)
 
-LM, INS, CLF = tasks.get("causal_lm"), tasks.get("instruction"), tasks.get("classification")
+LM, INS = bound("causal_lm"), bound("instruction")
+CLF = bound("classification", flatten={"label_names": ["neg", "pos"]}, chunk={"mode": "pad"})
 IGNORE = -100
 CPU = Placement("cpu", None)
 
@@ -27,27 +31,28 @@ CPU = Placement("cpu", None)
 def test_unknown_task_names_the_known_ones():
     with pytest.raises(KeyError) as e:
         tasks.get("summarization")
-    assert e.value.args[0] == "unknown task 'summarization'; known: ['causal_lm', 'instruction', 'chat', 'classification']"
+    assert e.value.args[0] == f"unknown task 'summarization'; known: {list(tasks.NAMES)}"
 
 
 # ---- chunk: dtypes, empty input, the no-example error --------------------------------------------
 
 def test_padded_and_packed_columns_keep_their_storage_dtypes():
-    # ids stay in the tokens' dtype (uint16 for vocabularies <= 65,536), the mask is int8 and the labels
-    # int32 (-100 and any id): the chunk files' size and the Arrow schema the train stage reads.
+    # ids stay in the tokens' dtype (uint16 for vocabularies <= 65,536), the mask is int8, the labels int32
+    # (-100 and any id) and packed positions int32: the chunk files' size and the Arrow schema train reads.
     ids = [np.array([5, 6, 7], np.uint16), np.array([8, 9], np.uint16)]
-    for out in (pad_examples(ids, 4, 0, [1, 0], dtype=np.uint16), pack_examples(ids, [1, 0], 2, dtype=np.uint16)):
-        assert (out["input_ids"].dtype, out["attention_mask"].dtype, out["labels"].dtype) == (np.uint16, np.int8, np.int32)
-    packed = pack_examples(ids, [1, 0], 2, dtype=np.uint32)
-    assert packed["input_ids"].dtype == np.uint32 and packed["input_ids"].tolist() == [[5, 6], [7, 8]]
-    assert packed["labels"].tolist() == [[IGNORE, 6], [7, 8]]
+    labels = [labelled(x, np.arange(len(x)) >= n) for x, n in zip(ids, [1, 0])]
+    out = pad_examples(ids, 4, 0, [1, 0], dtype=np.uint16)
+    assert (out["input_ids"].dtype, out["attention_mask"].dtype, out["labels"].dtype) == (np.uint16, np.int8, np.int32)
+    packed = pack_labelled(ids, labels, 5, 0, dtype=np.uint32)
+    assert (packed["input_ids"].dtype, packed["labels"].dtype, packed["position_ids"].dtype) == (np.uint32, np.int32, np.int32)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and packed["labels"].tolist() == [[IGNORE, 6, 7, 8, 9]]
 
 
 @pytest.mark.parametrize("block", [1, 4])
 def test_packing_nothing_gives_empty_columns_of_the_right_shape(block):
-    out = pack_examples([], [], block, dtype=np.uint16)
+    out = pack_labelled([], [], block, 0, dtype=np.uint16)
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
-        "input_ids": ((0, block), np.uint16), "attention_mask": ((0, block), np.int8), "labels": ((0, block), np.int32)}
+        "input_ids": ((0, block), np.uint16), "labels": ((0, block), np.int32), "position_ids": ((0, block), np.int32)}
 
 
 def test_an_example_whose_only_target_is_position_1_is_kept():
@@ -59,6 +64,11 @@ def _tokens(task, cols, dtype=np.uint16):
     return ds(cols, task.token_features(np.dtype(dtype)))
 
 
+def _examples(task, split, mode, block_size, where):
+    task = bound(task.name, flatten=task.p.flatten.model_dump(), chunk={"mode": mode, "block_size": block_size})
+    return task.examples(split, 0, where)
+
+
 @pytest.mark.parametrize("task, cols, mode", [
     (LM, {"input_ids": [[1]]}, "pad"),
     (INS, {"input_ids": [[1, 2, 3]], "prompt_length": [3]}, "pad"),
@@ -67,7 +77,7 @@ def _tokens(task, cols, dtype=np.uint16):
 ])
 def test_no_example_left_names_the_split_and_the_block_size(task, cols, mode):
     with pytest.raises(UserError) as e:
-        task.chunk(_tokens(task, cols), mode, 8, 0, "data/tokens validation")
+        _examples(task, _tokens(task, cols), mode, 8, "data/tokens validation")
     assert str(e.value) == "data/tokens validation: no example left with a token to learn within chunk.block_size=8"
 
 
@@ -79,14 +89,14 @@ def test_no_example_left_names_the_split_and_the_block_size(task, cols, mode):
     (CLF, {"input_ids": [[1, 2, 3]], "label": [1]}, "pad"),
 ])
 def test_chunk_tables_store_ids_in_the_tokens_dtype(task, cols, mode, dtype):
-    table = task.chunk(_tokens(task, cols, dtype), mode, 4, 0, "here")
+    table = _examples(task, _tokens(task, cols, dtype), mode, 4, "here")
     ids_type = pa.from_numpy_dtype(dtype)
     assert table.column("input_ids").type == pa.list_(ids_type, 4)
     if mode == "concat":  # packed whole: positions restart per example instead of a padding mask
         assert table.column("position_ids").type == pa.list_(pa.int32(), 4) and "attention_mask" not in table.column_names
     else:
         assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)
-    want_labels = pa.int64() if task is CLF else pa.list_(pa.int32(), 4)  # a class id per row, or -100/ids per token
+    want_labels = pa.int64() if task.name == "classification" else pa.list_(pa.int32(), 4)  # a class id per row, or -100/ids per token
     assert table.column("labels").type == want_labels
 
 
@@ -104,31 +114,31 @@ def bos_tok():
 
 def test_tokenize_adds_no_special_tokens_of_the_tokenizer(bos_tok):
     assert bos_tok("a b")["input_ids"] == [0, 3, 4]  # the fixture does add <s> when asked
-    assert INS.tokenize_batch(bos_tok, {"prompt": ["a b"], "response": ["c"]}, None) == {
+    assert INS.tokenize_batch(bos_tok, {"prompt": ["a b"], "response": ["c"]}) == {
         "input_ids": [[3, 4, 5, 1]], "prompt_length": [2]}
-    assert CLF.tokenize_batch(bos_tok, {"text": ["a b"], "text_pair": ["c d"], "label": [1]}, None) == {
+    assert CLF.tokenize_batch(bos_tok, {"text": ["a b"], "text_pair": ["c d"], "label": [1]}) == {
         "input_ids": [[3, 4, 1, 5, 6]], "label": [1]}
     # without a pair column, or with no pair in a row, the text alone (no separator)
-    assert CLF.tokenize_batch(bos_tok, {"text": ["a"], "label": [0]}, None)["input_ids"] == [[3]]
-    assert CLF.tokenize_batch(bos_tok, {"text": ["a", "b"], "text_pair": [None, "c"], "label": [0, 1]}, None)["input_ids"] == [[3], [4, 1, 5]]
+    assert CLF.tokenize_batch(bos_tok, {"text": ["a"], "label": [0]})["input_ids"] == [[3]]
+    assert CLF.tokenize_batch(bos_tok, {"text": ["a", "b"], "text_pair": [None, "c"], "label": [0, 1]})["input_ids"] == [[3], [4, 1, 5]]
 
 
 # ---- flatten --------------------------------------------------------------------------------------
 
-def test_instruction_record_with_and_without_context(fp):
+def test_instruction_record_with_and_without_context():
     rec = {"instruction": " Name a color. ", "context": "Colors: red.", "response": " Red. "}
-    out = INS.flatten_record(fp, rec)
+    out = INS.flatten_record(rec)
     assert out == {"prompt": "### Instruction:\nName a color.\n\n### Context:\nColors: red.\n\n### Response:\n", "response": "Red."}
-    no_ctx = flat(fp, context_field=None)
-    assert INS.flatten_record(no_ctx, rec)["prompt"] == "### Instruction:\nName a color.\n\n### Response:\n"
-    empty = INS.flatten_record(fp, {"instruction": None, "context": None, "response": None})
+    no_ctx = bound("instruction", flatten={"context_field": None})
+    assert no_ctx.flatten_record(rec)["prompt"] == "### Instruction:\nName a color.\n\n### Response:\n"
+    empty = INS.flatten_record({"instruction": None, "context": None, "response": None})
     assert empty == {"prompt": "### Instruction:\n\n\n### Response:\n", "response": ""}
     assert INS.keep_flat(out) and not INS.keep_flat(empty)
 
 
-def test_classification_record_without_text_or_pair(fp):
-    f = flat(fp, text_field="sentence", text_pair_field=None, label_names=["neg", "pos"])
-    assert CLF.flatten_record(f, {"sentence": None, "label": 0}) == {"text": "", "text_pair": None, "label": 0}
+def test_classification_record_without_text_or_pair():
+    f = bound("classification", flatten={"text_field": "sentence", "text_pair_field": None, "label_names": ["neg", "pos"]})
+    assert f.flatten_record({"sentence": None, "label": 0}) == {"text": "", "text_pair": None, "label": 0}
     assert not CLF.keep_flat({"text": "  "}) and CLF.keep_flat({"text": "ok"})
 
 
@@ -141,16 +151,14 @@ def test_label_ids_at_the_edges():
 
 
 def test_classification_param_problems_read_in_full():
-    p = params.load()
-    bad = p.model_copy(update={"chunk": p.chunk.model_copy(update={"mode": "concat"}),
-                               "flatten": p.flatten.model_copy(update={"label_names": ["only"]})})
-    assert CLF.param_problems(bad) == [
+    bad = bound("classification", chunk={"mode": "concat"}, flatten={"label_names": ["only"]})
+    assert bad.problems() == [
         "flatten.label_names must list at least 2 class names when task is 'classification'",
         "chunk.mode must be 'pad' when task is 'classification' (one example per row)"]
 
 
 def test_confusion_csv_uses_unix_line_ends():
-    assert confusion_csv([[1, 0], [0, 1]], ["n", "p"]) == "actual,predicted\nn,n\np,p\n"
+    assert confusion_csv({"confusion_matrix": [[1, 0], [0, 1]], "support": {"n": 1, "p": 1}}) == "actual,predicted\nn,n\np,p\n"
 
 
 # ---- models: loading and LoRA ---------------------------------------------------------------------
@@ -171,15 +179,32 @@ def test_load_model_reads_safetensors_only(tmp_path):
     pickled = _gpt2(tmp_path, safetensors=False)
     assert not list(pickled.glob("*.safetensors"))
     with pytest.raises(OSError):
-        LM.load_model(pickled, 0, [])
+        _load(LM, pickled)
 
 
 def test_classifier_gets_its_labels_and_eos_as_pad_unless_it_has_a_pad(tmp_path):
-    model = CLF.load_model(_gpt2(tmp_path, eos_token_id=3), 0, ["neg", "pos", "mixed"])
+    model = _load(CLF, _gpt2(tmp_path, eos_token_id=3), ["neg", "pos", "mixed"])
     assert model.config.num_labels == 3 and model.config.id2label == {0: "neg", 1: "pos", 2: "mixed"}
     assert model.config.label2id == {"neg": 0, "pos": 1, "mixed": 2} and model.config.pad_token_id == 3
-    padded = CLF.load_model(_gpt2(tmp_path, "p", eos_token_id=3, pad_token_id=7), 0, ["neg", "pos"])
+    padded = _load(CLF, _gpt2(tmp_path, "p", eos_token_id=3, pad_token_id=7), ["neg", "pos"])
     assert padded.config.pad_token_id == 7
+
+
+def _load(task, folder, names=None):
+    """loading.load_model with the task's head and kwargs (a classifier bound to `names`)."""
+    if names is not None:
+        task = bound(task.name, flatten={"label_names": names}, chunk={"mode": "pad"})
+    return loading.load_model(folder, task.head, 0, **task.model_kwargs())
+
+
+def _tuned(task, folder, base, names=None):
+    if names is not None:
+        task = bound(task.name, flatten={"label_names": names}, chunk={"mode": "pad"})
+    return lora.load_tuned(folder, base, task.head, 0, **task.model_kwargs())
+
+
+def _wrap(task, model, lp, **kw):
+    return lora.with_lora(model, task.head, lp, **kw)
 
 
 def _lora(**changes):
@@ -190,160 +215,87 @@ def _lora(**changes):
 @pytest.mark.parametrize("task, model_type, peft_type, fan_in_fan_out", [
     (LM, "gpt2", "CAUSAL_LM", True), (INS, "llama", "CAUSAL_LM", False), (CLF, "gpt2", "SEQ_CLS", True)])
 def test_lora_config_carries_every_lora_param(task, model_type, peft_type, fan_in_fan_out):
-    cfg = task.lora_config(_lora(r=4, alpha=16, dropout=0.1, target_modules=["c_attn", "c_proj"]), model_type)
+    cfg = lora.lora_config(task.head, _lora(r=4, alpha=16, dropout=0.1, target_modules=["c_attn", "c_proj"]), model_type)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.fan_in_fan_out) == (4, 16, 0.1, fan_in_fan_out)  # not peft's 8, 8, 0
     assert set(cfg.target_modules) == {"c_attn", "c_proj"} and cfg.task_type == peft_type
     assert cfg.modules_to_save is None  # none asked: peft's own default, not an empty list
-    assert task.lora_config(_lora(modules_to_save=["score"]), model_type).modules_to_save == ["score"]
-    assert task.lora_config(_lora()).fan_in_fan_out is False  # unknown model type: plain nn.Linear layout
+    assert lora.lora_config(task.head, _lora(modules_to_save=["score"]), model_type).modules_to_save == ["score"]
+    assert lora.lora_config(task.head, _lora()).fan_in_fan_out is False  # unknown model type: plain nn.Linear layout
 
 
 def test_with_lora_finds_dotted_targets_and_freezes_the_embeddings(tmp_path, monkeypatch):
     from lmtune import paths
 
     monkeypatch.setattr(paths, "ROOT", tmp_path)  # the base model lives inside the project
-    model = LM.load_model(_gpt2(tmp_path, "models/base"), 0, [])
-    wrapped = LM.with_lora(model, _lora(target_modules=["h.0.attn.c_attn"]))
+    model = _load(LM, _gpt2(tmp_path, "models/base"))
+    wrapped = _wrap(LM, model, _lora(target_modules=["h.0.attn.c_attn"]))
     assert wrapped.peft_config["default"].fan_in_fan_out is True  # GPT-2's Conv1D
     # recorded relative to the project, so a clone elsewhere writes the same adapter_config.json
     assert wrapped.peft_config["default"].base_model_name_or_path == "models/base"
-    outside = LM.with_lora(LM.load_model(_gpt2(tmp_path.parent / f"{tmp_path.name}-out"), 0, []), _lora())
+    outside = _wrap(LM, _load(LM, _gpt2(tmp_path.parent / f"{tmp_path.name}-out")), _lora())
     assert outside.peft_config["default"].base_model_name_or_path == str(tmp_path.parent / f"{tmp_path.name}-out" / "m")
     ids = torch.tensor([[1, 2, 3]])
     assert not wrapped.get_input_embeddings()(ids).requires_grad  # frozen, no checkpointing asked
-    checkpointed = LM.with_lora(LM.load_model(_gpt2(tmp_path), 0, []), _lora(), gradient_checkpointing=True)
+    checkpointed = _wrap(LM, _load(LM, _gpt2(tmp_path)), _lora(), gradient_checkpointing=True)
     assert checkpointed.get_input_embeddings()(ids).requires_grad  # so checkpointed blocks get gradients
 
 
 def test_load_tuned_merges_an_adapter_and_loads_plain_weights_as_they_are(tmp_path):
     base = _gpt2(tmp_path)
-    assert not tasks.is_adapter(base) and LM.load_tuned(base, None, 0, []).__class__ is transformers.GPT2LMHeadModel
-    peft_model = LM.with_lora(LM.load_model(base, 0, []), _lora())
+    assert not lora.is_adapter(base) and _tuned(LM, base, None).__class__ is transformers.GPT2LMHeadModel
+    peft_model = _wrap(LM, _load(LM, base), _lora())
     torch.nn.init.normal_(peft_model.base_model.model.transformer.h[0].attn.c_attn.lora_B.default.weight)
     peft_model.save_pretrained(tmp_path / "adapter")
-    assert tasks.is_adapter(tmp_path / "adapter")
-    merged = LM.load_tuned(tmp_path / "adapter", base, 0, [])
+    assert lora.is_adapter(tmp_path / "adapter")
+    merged = _tuned(LM, tmp_path / "adapter", base)
     assert merged.__class__ is transformers.GPT2LMHeadModel  # plain weights, no peft wrapper
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, peft_model.eval()(ids).logits, atol=1e-5)
-        assert not torch.allclose(merged(ids).logits, LM.load_model(base, 0, [])(ids).logits, atol=1e-3)
-    clf = CLF.load_tuned(_gpt2(tmp_path, "c", cls=transformers.GPT2ForSequenceClassification, num_labels=2), None, 0, ["n", "p"])
+        assert not torch.allclose(merged(ids).logits, _load(LM, base)(ids).logits, atol=1e-3)
+    clf = _tuned(CLF, _gpt2(tmp_path, "c", cls=transformers.GPT2ForSequenceClassification, num_labels=2), None, ["n", "p"])
     assert clf.config.id2label == {0: "n", 1: "p"}
-    head = CLF.with_lora(CLF.load_model(base, 0, ["n", "p", "x"]), _lora(modules_to_save=["score"]))
+    head = _wrap(CLF, _load(CLF, base, ["n", "p", "x"]), _lora(modules_to_save=["score"]))
     head.save_pretrained(tmp_path / "clf-adapter")
-    merged_clf = CLF.load_tuned(tmp_path / "clf-adapter", base, 0, ["n", "p", "x"])  # the base gets the 3-class head
+    merged_clf = _tuned(CLF, tmp_path / "clf-adapter", base, ["n", "p", "x"])  # the base gets the 3-class head
     assert merged_clf.config.id2label == {0: "n", 1: "p", 2: "x"} and merged_clf.score.out_features == 3
 
 
 # ---- evaluate, print, card, samples ---------------------------------------------------------------
 
 def test_language_model_evaluation_adds_bytes_with_a_tokenizer(tmp_path, tok):
-    model = LM.load_model(_gpt2(tmp_path, vocab_size=50257), 0, [])
+    model = _load(LM, _gpt2(tmp_path, vocab_size=50257))
     ids = [tok("The State of the")["input_ids"], tok("Union is strong.")["input_ids"]]
     assert [len(i) for i in ids] == [4, 4]
     blocks = ds({"input_ids": ids}, None).with_format("torch")
-    plain = LM.evaluate(model, blocks, 2, [])
+    plain = bound("causal_lm", evaluate={"batch_size": 2}).evaluate(model, blocks, tokenizer=None)
     assert plain == metrics.evaluate_causal_lm(model, blocks, 2)
-    with_bytes = LM.evaluate(model, blocks, 2, [], tokenizer=tok)
+    with_bytes = bound("causal_lm", evaluate={"batch_size": 2}).evaluate(model, blocks, tokenizer=tok)
     assert with_bytes == metrics.evaluate_causal_lm(model, blocks, 2, byte_lengths=metrics.token_byte_lengths(tok))
     # the UTF-8 bytes of the scored tokens' text: every token but each block's first
     assert with_bytes["n_bytes"] == sum(len(tok.decode(i[1:]).encode()) for i in ids) == len(" State of the is strong.")
 
 
 def test_classifier_evaluation_names_the_classes(tmp_path):
-    model = CLF.load_model(_gpt2(tmp_path, eos_token_id=1), 0, ["neg", "pos"])
+    model = _load(CLF, _gpt2(tmp_path, eos_token_id=1), ["neg", "pos"])
     blocks = ds({"input_ids": [[2, 3, 1, 1], [4, 5, 6, 1], [7, 1, 1, 1]], "attention_mask": [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]],
                  "labels": [0, 1, 1]}, None).with_format("torch")
     r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), 2, 2)
-    out = CLF.evaluate(model, blocks, 2, ["neg", "pos"])
+    out = bound("classification", flatten={"label_names": ["neg", "pos"]}, evaluate={"batch_size": 2}).evaluate(model, blocks, tokenizer=None)
     assert out == {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n_examples": 3,
                    "support": {"neg": 1, "pos": 2}, "predicted_counts": dict(zip(["neg", "pos"], r["predicted_counts"])),
                    "confusion_matrix": r["confusion_matrix"], "blocks": r["blocks"]}
 
 
-LM_METRICS = {"loss": 2.5, "perplexity": 12.182494, "accuracy": 0.253456, "n_tokens": 63}
-CLF_METRICS = {"accuracy": 0.523456, "macro_f1": 0.333333, "n_examples": 4}
-
-
-def test_printed_lines_and_card_tables():
-    assert LM.summary("base", LM_METRICS) == "base  loss 2.5000  perplexity 12.18  accuracy 0.2535  (63 tokens)"
-    assert CLF.summary("tuned", CLF_METRICS) == "tuned accuracy 0.5235  macro-F1 0.3333  (4 examples)"
-    assert LM.metrics_table({"base": LM_METRICS}) == [
-        "| model | loss | perplexity | next-token accuracy | tokens |", "|---|---|---|---|---|",
-        "| base | 2.5000 | 12.18 | 0.2535 | 63 |"]
-    assert CLF.metrics_table({"tuned": CLF_METRICS}) == [
-        "| model | accuracy | macro-F1 | examples |", "|---|---|---|---|", "| tuned | 0.5235 | 0.3333 | 4 |"]
-    assert LM.card_metrics(LM_METRICS) == [
-        {"type": "perplexity", "name": "Perplexity (text tokens)", "value": 12.1825},
-        {"type": "accuracy", "name": "Next-token accuracy (text tokens)", "value": 0.2535}]  # 4 decimals
-    assert INS.card_metrics(LM_METRICS)[0]["name"] == "Perplexity (response tokens)"
-    assert CLF.card_metrics(CLF_METRICS) == [
-        {"type": "accuracy", "name": "Accuracy", "value": 0.5235},
-        {"type": "f1", "name": "Macro F1", "value": 0.3333, "args": {"average": "macro"}}]
-    p = params.load()
-    assert CLF.card_facts(p.model_copy(update={"flatten": p.flatten.model_copy(update={"label_names": ["a", "b"]})})) == ["- Labels: a, b"]
-
-
-def test_export_generation_config_and_its_card_line(tmp_path, tok):
-    model = LM.load_model(_gpt2(tmp_path, vocab_size=50257), 0, [])
-    gp = params.load().generate.model_copy(update={"top_p": 0.8, "max_new_tokens": 7})
-    LM.prepare_export(model, tok, gp)
-    gc = model.generation_config
-    assert (gc.do_sample, gc.top_p, gc.top_k, gc.max_new_tokens, gc.pad_token_id, gc.eos_token_id) == (True, 0.8, 0, 7, EOS, EOS)
-    assert LM.shipped_defaults(model) == [
-        "`generation_config.json` ships top-p sampling as the default: do_sample=True, top_p=0.8, top_k=0, "
-        "max_new_tokens=7. `pipeline()` and `generate()` use these unless you pass your own (e.g. `do_sample=False` for greedy)."]
-    assert CLF.shipped_defaults(model) == [] and CLF.prepare_export(model, tok, gp) is None
-
-
-def test_samples_per_strategy_and_the_instruction_template(tmp_path, tok, fp):
-    model = LM.load_model(_gpt2(tmp_path, vocab_size=50257), 0, [])
+def test_samples_per_strategy_and_the_instruction_template(tmp_path, tok):
+    model = _load(LM, _gpt2(tmp_path, vocab_size=50257))
     gp = params.load().generate.model_copy(update={"prompts": ["Hello"], "max_new_tokens": 2})
-    every = LM.samples(model, tok, gp, fp, CPU)
+    every = generation.task_samples(LM, model, tok, gp, CPU)
     assert [s["strategy"] for s in every] == ["greedy", "temperature", "top_k", "top_p"] and "input" not in every[0]
-    assert [s["strategy"] for s in LM.samples(model, tok, gp, fp, CPU, strategy="top_k")] == ["top_k"]
-    templated = INS.samples(model, tok, gp, fp, CPU, strategy="greedy")
+    assert [s["strategy"] for s in generation.task_samples(LM, model, tok, gp, CPU, only="top_k")] == ["top_k"]
+    templated = generation.task_samples(INS, model, tok, gp, CPU, only="greedy")
     assert templated[0]["input"] == "### Instruction:\nHello\n\n### Response:\n"
-    assert "input" not in INS.samples(model, tok, gp, fp, CPU, strategy="greedy", raw=True)[0]
-    clf = CLF.load_model(_gpt2(tmp_path, "c", vocab_size=50257, eos_token_id=EOS), 0, ["neg", "pos"])
-    predicted = CLF.samples(clf, tok, gp, fp, CPU)
+    assert "input" not in generation.task_samples(INS, model, tok, gp, CPU, only="greedy", raw=True)[0]
+    clf = _load(CLF, _gpt2(tmp_path, "c", vocab_size=50257, eos_token_id=EOS), ["neg", "pos"])
+    predicted = generation.task_samples(CLF, clf, tok, gp, CPU)
     assert [s["prompt"] for s in predicted] == ["Hello"] and predicted[0]["label"] in ("neg", "pos")
-
-
-def test_paired_samples_and_their_markdown():
-    tuned = [{"prompt": "Hi | there", "strategy": "greedy", "settings": {"do_sample": False}, "text": " a<b>\nc"},
-             {"prompt": "Hi | there", "strategy": "top_k", "settings": {"do_sample": True, "top_k": 5}, "text": ""}]
-    base = [{**s, "text": "base"} for s in tuned]
-    paired = LM.pair_samples(base, tuned)
-    assert [s["base_text"] for s in paired] == ["base", "base"] and paired[0]["text"] == " a<b>\nc"
-    with pytest.raises(UserError) as e:
-        LM.pair_samples(base[:1], tuned)
-    assert str(e.value) == ("base samples were made for other prompts or settings than the tuned ones (generate.*): "
-                            "run `dvc repro` so that both come from the same params")
-    assert LM.samples_markdown(paired) == [
-        "Prompt: `Hi | there`", "", "| strategy | settings | base | tuned |", "|---|---|---|---|",
-        "| greedy | do_sample=False | base |  a&lt;b><br>c |",
-        "| top_k | do_sample=True, top_k=5 | base |   |", ""]
-    second = [{**paired[0], "prompt": "Bye"}]
-    assert LM.samples_markdown(paired[:1] + second)[5:] == [
-        "", "Prompt: `Bye`", "", "| strategy | settings | base | tuned |", "|---|---|---|---|",
-        "| greedy | do_sample=False | base |  a&lt;b><br>c |", ""]
-    sent = [{**s, "input": "### Instruction:\nHi\n"} for s in paired[:1]]
-    assert LM.samples_markdown(sent)[0] == "Prompt: `Hi | there` (sent as `'### Instruction:\\nHi\\n'`)"
-    assert LM.show_sample(paired[0]) == "[greedy] Hi | there a<b>\nc\n"
-    assert LM.show_sample(sent[0]) == "[greedy] ### Instruction:\nHi\n a<b>\nc\n"
-    clf_t = [{"prompt": "good", "label": "pos", "probabilities": {"neg": 0.25, "pos": 0.75}}]
-    clf_b = [{"prompt": "good", "label": "neg", "probabilities": {"neg": 0.5, "pos": 0.5}}]
-    pair = CLF.pair_samples(clf_b, clf_t)
-    assert CLF.samples_markdown(pair) == ["| text | base | tuned |", "|---|---|---|",
-                                          "| good | **neg** (0.500) | **pos** (0.750) |", ""]
-    assert CLF.show_sample(clf_t[0]) == "[pos] good  {'neg': 0.25, 'pos': 0.75}"
-    assert json.loads(json.dumps(pair))[0]["base_probabilities"] == {"neg": 0.5, "pos": 0.5}
-
-
-def test_md_cell_escapes_what_breaks_a_table_cell():
-    from lmtune.tasks.base import md_cell
-
-    assert md_cell("a\\b|c&d<e\r\nf") == "a\\\\b\\|c&amp;d&lt;e<br>f"
-    assert md_cell("") == " " and md_cell("\r") == " "

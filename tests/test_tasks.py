@@ -1,39 +1,60 @@
-"""The task registry and the layout rule: every task implements the one interface, and no module outside
-lmtune/tasks/ branches on a task name (a source scan: it guards where per-task code lives, not behaviour)."""
+"""The task registry and the contract: every task implements the one narrow interface, task modules are
+imported only when run (so params validation and the other tasks' stages never load them), and no module
+outside lmtune/tasks/ branches on a task name (a source scan: it guards where per-task code lives)."""
 import re
+import subprocess
+import sys
 
 import pytest
 
 from conftest import ROOT
 from lmtune import params, tasks
-from lmtune.tasks.base import Task
+from lmtune.tasks.base import Head, Metric, Task
 
-INTERFACE = [n for n, v in vars(Task).items() if callable(v) and not n.startswith("_")]
+HOOKS = [n for n, v in vars(Task).items() if callable(v) and not n.startswith("_")]
+DECLARATIONS = ["name", "title", "head", "metrics", "block_columns"]
 
 
 def test_registry_covers_the_params_schema():
-    assert set(tasks.NAMES) == {"causal_lm", "instruction", "chat", "classification"}
+    modules = {f.stem for f in (ROOT / "lmtune/tasks").glob("*.py")} - {"__init__", "base"}
+    assert set(tasks.NAMES) == modules and {"causal_lm", "instruction", "classification"} <= modules
     assert params.Params.model_fields["task"].annotation.__args__ == tasks.NAMES
     with pytest.raises(KeyError, match="known"):
         tasks.get("summarization")
 
 
+def test_the_contract_is_narrow():
+    # what a task says: 5 declarations and 10 hooks (plus its params, given at construction)
+    assert HOOKS == ["problems", "source_fields", "flatten_record", "keep_flat", "token_features", "tokenize_batch",
+                     "examples", "model_kwargs", "prompt", "evaluate"]
+    assert len(HOOKS) + len(DECLARATIONS) == 15
+
+
 @pytest.mark.parametrize("name", tasks.NAMES)
-def test_every_task_implements_the_interface(name):
-    task = tasks.get(name)
-    assert task.name == name and task.title and task.flat_columns and task.peft_task_type
-    key, higher = task.primary_metric
-    assert isinstance(key, str) and isinstance(higher, bool)
-    # every method that the base leaves abstract is overridden somewhere in the task's class chain
-    for method in INTERFACE:
-        impl = getattr(type(task), method)
-        if impl is getattr(Task, method):
-            try:
-                impl(task, *([None] * (impl.__code__.co_argcount - 1)))
-            except NotImplementedError:
-                pytest.fail(f"{name} does not implement {method}")
-            except Exception:
-                pass  # has a shared default that ran on dummy arguments
+def test_every_task_implements_the_contract(name):
+    cls = tasks.get(name)
+    assert cls.name == name and cls.title and isinstance(cls.head, Head)
+    assert all(isinstance(m, Metric) for m in cls.metrics) and sum(m.ranks for m in cls.metrics) == 1
+    assert tasks.ranking(cls).higher_is_better is not None  # ranks by a score, not a count
+    shared, per_model = cls.block_columns
+    assert per_model and all(isinstance(c, str) for c in shared + per_model)
+    for hook in ("source_fields", "flatten_record", "keep_flat", "token_features", "tokenize_batch", "examples",
+                 "evaluate"):
+        assert getattr(cls, hook) is not getattr(Task, hook), f"{name} does not implement {hook}"
+    # nothing beyond the contract: no public attribute a task adds that the base does not declare
+    extra = {n for n in vars(cls) if not n.startswith("_")} - set(HOOKS) - set(DECLARATIONS)
+    assert not extra, f"{name} adds {sorted(extra)} to the contract"
+
+
+def test_params_validation_and_the_registry_import_no_task_module():
+    code = ("import sys; from lmtune import params, tasks; params.load(); "
+            "print(sorted(m for m in sys.modules if m.startswith('lmtune.tasks.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['lmtune.tasks.base']"
+    code = ("import sys; from lmtune import params, tasks; tasks.load(params.load()); "
+            "print(sorted(m for m in sys.modules if m.startswith('lmtune.tasks.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"['lmtune.tasks.base', 'lmtune.tasks.{params.load().task}']"  # the one it runs
 
 
 NAME = "|".join(tasks.NAMES)

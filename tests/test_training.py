@@ -41,11 +41,12 @@ def test_collate_blocks_keeps_given_labels_and_otherwise_copies_the_input_ids():
 def instruction_chunks(tmp_path):
     """Two instruction examples chunked as the chunk stage does (pad mode, block 8), saved and reloaded as
     the train stage reads them. Token ids: prompt, then response + eos (2); pad id 0."""
-    task = tasks.get("instruction")
+    p = params.load()
+    task = tasks.get("instruction")(p.model_copy(update={"chunk": p.chunk.model_copy(update={"mode": "pad", "block_size": 8})}))
     ids, prompt_lengths = [[3, 4, 5, 6, 7, 8, 2], [9, 10, 11, 12, 2]], [4, 2]
     tokens = datasets.Dataset.from_dict({"input_ids": ids, "prompt_length": prompt_lengths},
                                         features=task.token_features(np.dtype("uint16")))
-    save_tables({"train": task.chunk(tokens, "pad", 8, 0, "test")}, tmp_path / "chunks")
+    save_tables({"train": task.examples(tokens, 0, "test")}, tmp_path / "chunks")
     # The response and its eos are the only targets: positions 4-6 of the first, 2-4 of the second.
     expected = [[IGNORE] * 4 + [7, 8, 2] + [IGNORE], [IGNORE] * 2 + [11, 12, 2] + [IGNORE] * 3]
     return datasets.load_from_disk(tmp_path / "chunks")["train"].with_format("numpy"), expected

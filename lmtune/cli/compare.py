@@ -245,7 +245,8 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
     runs = by_task.pop(task)  # one task's runs: their metrics compare
     notes = [f"left out: {s}" for s in skipped]
     notes += [f"left out: {r.name}: task {other}, not {task}" for other, rs in by_task.items() for r in rs]
-    key, hib = tasks.get(task).primary_metric
+    ranks = tasks.ranking(tasks.get(task))
+    key, hib = ranks.key, ranks.higher_is_better
     header = []
     if key == "perplexity":  # per token: only comparable between runs that scored the same tokens
         same = same_tokens(runs)

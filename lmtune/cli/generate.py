@@ -8,9 +8,10 @@ import argparse
 from transformers import AutoTokenizer
 
 from lmtune import device, params, paths, tasks
-from lmtune.eval import generation
 from lmtune.errors import cli
-from lmtune.models import check_model_dir
+from lmtune.eval import generation
+from lmtune.models import loading
+from lmtune.report import samples
 
 
 @cli
@@ -30,13 +31,13 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     gp = params.GenerateParams(prompts=[a.prompt], max_new_tokens=a.max_new_tokens, temperature=a.temperature,
                                top_k=a.top_k, top_p=a.top_p, seed=a.seed)
-    check_model_dir(a.model)
-    task = tasks.get(all_params.task)
+    loading.check_model_dir(a.model)
+    task = tasks.load(all_params)
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     placement = device.current(all_params.train.precision)
-    model = generation.place(task.model_class().from_pretrained(a.model, use_safetensors=True), placement)
-    for s in task.samples(model, tokenizer, gp, all_params.flatten, placement, strategy=a.strategy, raw=a.raw):
-        print(task.show_sample(s))
+    model = generation.place(loading.auto_class(task.head).from_pretrained(a.model, use_safetensors=True), placement)
+    for s in generation.task_samples(task, model, tokenizer, gp, placement, only=a.strategy, raw=a.raw):
+        print(samples.line(s))
 
 
 if __name__ == "__main__":

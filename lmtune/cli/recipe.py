@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lmtune import params, paths
+from lmtune import params, paths, tasks
 from lmtune.errors import UserError, cli
 
 RECIPES = paths.ROOT / "recipes"
@@ -62,9 +62,13 @@ def committed_params(params_path: Path = paths.PARAMS) -> dict:
 
 
 def merged(name: str, base: dict | None = None, root: Path = RECIPES) -> params.Params:
-    """The committed params.yaml with the recipe applied, validated by the schema (errors name the key)."""
+    """The committed params.yaml with the recipe applied, validated by the schema and by its task's own
+    checks (errors name the key)."""
     base = committed_params() if base is None else base
-    return params.validate(deep_update(base, load(name, root)), f"recipes/{name}.yaml on params.yaml")
+    source = f"recipes/{name}.yaml on params.yaml"
+    p = params.validate(deep_update(base, load(name, root)), source)
+    tasks.load(p, source)
+    return p
 
 
 def dotted(overrides: dict, prefix: str = "") -> dict:

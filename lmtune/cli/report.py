@@ -2,6 +2,7 @@
 import json
 
 from lmtune import params, paths, tasks
+from lmtune.report import metrics
 
 
 def main() -> None:
@@ -9,7 +10,7 @@ def main() -> None:
     task = tasks.get(params.load().task)
     print()
     for name, m in ev.items():
-        print(task.summary(name, m))
+        print(metrics.console_line(task, name, m))
     if paths.TRAIN_TIMING.is_file():
         t = json.loads(paths.TRAIN_TIMING.read_text())
         print(f"\ntrain: {t['wall_time_s']} s, {t['tokens_per_second']} tokens/s on {t['device']}")

@@ -9,7 +9,7 @@ no example attends to the one before it and each sees the positions it would see
 """
 import numpy as np
 
-IGNORE_INDEX = -100
+from lmtune.data.examples import IGNORE_INDEX
 
 
 def labelled(ids, scored) -> np.ndarray:

@@ -70,3 +70,13 @@ def tokenize_texts(tokenizer, texts: list[str], eos_id: int | None, dtype=None) 
         return [np.array(x + tail, dtype=dtype) for x in _encode(tokenizer, texts)]
     except OverflowError as e:
         raise UserError(f"token id does not fit {dtype.name} ({e}); the vocabulary needs a wider token dtype") from None
+
+
+def tokenize(task, flat, tokenizer, tp):
+    """Every split's flat rows -> the task's token columns, ids stored in the smallest dtype the vocabulary
+    fits (`token_dtype`); fast tokenizer in batches of tokenize.batch_size over tokenize.num_proc workers."""
+    return flat.map(
+        lambda batch: task.tokenize_batch(tokenizer, batch),
+        batched=True, batch_size=tp.batch_size, num_proc=tp.num_proc if tp.num_proc > 1 else None,
+        remove_columns=flat["train"].column_names, features=task.token_features(token_dtype(len(tokenizer))),
+    )

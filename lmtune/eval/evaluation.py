@@ -8,29 +8,41 @@ import csv
 import io
 from pathlib import Path
 
-from lmtune import device, paths, tasks
+from lmtune import device, paths
 from lmtune.errors import UserError
+from lmtune.models import loading, lora
 
 
-def evaluate(p, which: str) -> tuple[dict, dict]:
+def evaluate(task, which: str) -> tuple[dict, dict]:
     """(metrics, per-block columns) of the base or the tuned model, on the device `train.precision` picks."""
     import datasets
     from transformers import AutoTokenizer
 
-    task, names = tasks.get(p.task), p.flatten.label_names
+    p = task.p
     placement = device.current(p.train.precision)
     blocks = datasets.load_from_disk(paths.CHUNKS)["validation"].with_format("torch")
     if which == "base":
-        model = task.load_model(paths.BASE, p.seed, names)
+        model = loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs())
     else:  # plain weights, or base + LoRA adapter merged
-        model = task.load_tuned(paths.FINAL, paths.BASE, p.seed, names)
+        model = lora.load_tuned(paths.FINAL, paths.BASE, task.head, p.seed, **task.model_kwargs())
     model.to(placement.device)
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
-    m = task.evaluate(model, blocks, p.evaluate.batch_size, names, tokenizer=tokenizer,
-                      autocast=placement.autocast, desc=f"evaluate {which}")
-    blocks_rows = m.pop("blocks")
-    m.update(task.generation_metrics(model, blocks, tokenizer, p.generate, p.evaluate.batch_size, placement.autocast))
-    return m, blocks_rows
+    m = task.evaluate(model, blocks, tokenizer=tokenizer, autocast=placement.autocast, desc=f"evaluate {which}")
+    return m, m.pop("blocks")
+
+
+def confusion_csv(m: dict) -> str:
+    """metrics/confusion.csv (a DVC plot) from one model's numbers: one `actual,predicted` row per example
+    (DVC's confusion template counts rows), classes named as in its `support`; header only without a
+    confusion matrix (the language-model tasks)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["actual", "predicted"])
+    names = list(m.get("support", {}))
+    for i, row in enumerate(m.get("confusion_matrix", [])):
+        for j, count in enumerate(row):
+            w.writerows([[names[i], names[j]]] * int(count))
+    return buf.getvalue()
 
 
 def blocks_csv(task, columns: dict[str, dict]) -> str:

@@ -9,6 +9,7 @@ prefix, so n new tokens after a p-token prompt cost sum_{i<n} (p + i) token-posi
 import torch
 
 from lmtune.device import Placement
+from lmtune.errors import UserError
 from lmtune.params import GenerateParams
 
 
@@ -43,7 +44,8 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, plac
 def samples(model, tokenizer, gp: GenerateParams, placement: Placement, format_prompt=None,
             only: str = "all") -> list[dict]:
     """Every prompt under every strategy (or only the one named by `only`). `format_prompt` wraps a prompt
-    first (an instruction model is prompted with its training template); the wrapped text is recorded as `input`."""
+    first (an instruction model is prompted with its training template); a wrapped text that differs from
+    the prompt is recorded as `input`."""
     model.eval()
     out = []
     for prompt in gp.prompts:
@@ -54,7 +56,7 @@ def samples(model, tokenizer, gp: GenerateParams, placement: Placement, format_p
             s = {"prompt": prompt, "strategy": name, "settings": {**kw, "max_new_tokens": gp.max_new_tokens,
                                                                   "seed": gp.seed},
                  "text": generate(model, tokenizer, model_input, gp.max_new_tokens, gp.seed, placement, **kw)}
-            if format_prompt:
+            if model_input != prompt:
                 s["input"] = model_input
             out.append(s)
     return out
@@ -74,3 +76,38 @@ def classify(model, tokenizer, texts: list[str], placement: Placement) -> list[d
         out.append({"prompt": t, "label": names[max(range(len(probs)), key=probs.__getitem__)],
                     "probabilities": {n: round(p, 6) for n, p in zip(names, probs)}})
     return out
+
+
+# The keys of a sample that come from the model: generated text, or a classifier's label and probabilities.
+OUTPUTS = ("text", "label", "probabilities")
+
+
+def task_samples(task, model, tokenizer, gp: GenerateParams, placement: Placement, only: str = "all",
+                 raw: bool = False) -> list[dict]:
+    """Samples for `gp.prompts` as the task's head makes them: generations per decoding strategy, each
+    prompt wrapped as the task trained (`task.prompt`, unless `raw`), or a classifier's predictions."""
+    if not task.head.generates:
+        return classify(model, tokenizer, gp.prompts, placement)
+    return samples(model, tokenizer, gp, placement, format_prompt=None if raw else task.prompt, only=only)
+
+
+def pair(base: list[dict], tuned: list[dict]) -> list[dict]:
+    """The tuned samples with the base model's output for the same prompt and settings beside each
+    (`base_<key>` for every model output key)."""
+    outputs = [k for k in OUTPUTS if tuned and k in tuned[0]]
+
+    def key(s):
+        return {k: v for k, v in s.items() if k not in outputs}
+
+    if [key(b) for b in base] != [key(t) for t in tuned]:
+        raise UserError("base samples were made for other prompts or settings than the tuned ones "
+                        "(generate.*): run `dvc repro` so that both come from the same params")
+    return [{**t, **{f"base_{k}": b[k] for k in outputs}} for b, t in zip(base, tuned)]
+
+
+def export_config(gp: GenerateParams, tokenizer):
+    """The generation config an exported language model ships: top-p sampling with the generate settings."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(**strategies(gp)["top_p"], max_new_tokens=gp.max_new_tokens,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

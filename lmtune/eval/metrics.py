@@ -231,3 +231,10 @@ def token_byte_lengths(tokenizer) -> torch.Tensor:
         else:
             out[i] = len(tokenizer.decode([i], clean_up_tokenization_spaces=False).encode("utf-8"))
     return out
+
+
+def evaluate_language_model(model, dataset, batch_size: int, *, tokenizer=None, autocast=None,
+                            desc: str | None = None) -> dict:
+    """evaluate_causal_lm with bits per byte when the tokenizer is given (its tokens' UTF-8 lengths)."""
+    byte_lengths = token_byte_lengths(tokenizer) if tokenizer is not None else None
+    return evaluate_causal_lm(model, dataset, batch_size, byte_lengths=byte_lengths, autocast=autocast, desc=desc)

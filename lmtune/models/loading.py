@@ -111,3 +111,19 @@ def context_length(config) -> int:
 def load_config(path: Path):
     check_model_dir(path)
     return AutoConfig.from_pretrained(path, trust_remote_code=False)
+
+
+def auto_class(head):
+    """The transformers Auto class of a task's head (lmtune.tasks.base.Head)."""
+    return getattr(transformers, head.auto_class)
+
+
+def load_model(folder, head, seed: int, **kwargs):
+    """A model with a task's head from a saved folder (safetensors only), seeded so that any newly
+    initialised weights (a classifier's head) are the same in train and in the base evaluation: the base
+    evaluation (untrained head, the honest baseline) and training start from the same head."""
+    torch.manual_seed(seed)
+    model = auto_class(head).from_pretrained(folder, use_safetensors=True, **kwargs)
+    if head.pad_is_eos and model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id  # pad token = eos (GPT-2 has none)
+    return model

@@ -2,15 +2,17 @@
 the YAML block the hub reads: base model, datasets, licence, language, pipeline tag, tags and a
 model-index of the validation numbers), with the provenance in the body: every upstream dvc.lock output
 hash, the params, the metrics of base and tuned side by side, the shipped inference defaults, and the
-base and tuned samples for the same prompts and settings. Per-task content comes from lmtune/tasks/.
+base and tuned samples for the same prompts and settings. Per-task content is derived from the task's
+declarations (title, head, metrics, labels): lmtune.report.metrics and lmtune.report.samples render it.
 """
 import json
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from lmtune import paths, tasks
-from lmtune.params import Params
+from lmtune import paths
+from lmtune.report import metrics as metrics_text
+from lmtune.report import samples as samples_text
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Licences of the base models the project names (their model cards); any other base: "unknown", to be
@@ -69,55 +71,80 @@ def validation_split(d) -> str:
     return f"validation: {which} {size} held out from {d.train_split if d.source == 'hub' else 'train'}"
 
 
-def card_data(p: Params, tuned: dict) -> ModelCardData:
-    task, d = tasks.get(p.task), p.data
+def card_data(task, tuned: dict) -> ModelCardData:
+    p, d = task.p, task.p.data
     base = base_model_id(p.model)
-    results = [EvalResult(task_type=task.pipeline_tag, task_name=task.title, dataset_type=dataset_id(d),
+    results = [EvalResult(task_type=task.head.pipeline_tag, task_name=task.title, dataset_type=dataset_id(d),
                           dataset_name=_source(d).split(" (")[0].replace("`", ""), dataset_config=d.config,
                           dataset_split=validation_split(d), dataset_revision=d.revision,
                           metric_type=m["type"], metric_name=m["name"], metric_value=m["value"],
                           metric_args=m.get("args"))
-               for m in task.card_metrics(tuned)] if tuned else None
+               for m in metrics_text.model_index(task, tuned)] if tuned else None
     return ModelCardData(
         model_name=f"{(base or 'gpt2-from-config').split('/')[-1]}-lmtune-{p.task}",
         base_model=base, datasets=[d.name] if d.source == "hub" else None,
         license=LICENSES.get(base or p.model.source, "unknown"),
         language=["en"] if dataset_id(d) in ENGLISH else None,
-        library_name="transformers", pipeline_tag=task.pipeline_tag,
+        library_name="transformers", pipeline_tag=task.head.pipeline_tag,
         tags=["lmtune", "dvc", p.task, *(["lora", "peft"] if p.lora.enabled else [])],
         eval_results=results,
     )
 
 
-def model_card(p: Params, samples: list[dict], shipped_defaults: list[str]) -> ModelCard:
+def shipped_defaults(task, model) -> list[str]:
+    """Card lines stating the inference defaults the export ships: a language model's generation config."""
+    if not task.head.generates:
+        return []
+    gc = model.generation_config
+    return [f"`generation_config.json` ships top-p sampling as the default: do_sample={gc.do_sample}, "
+            f"top_p={gc.top_p}, top_k={gc.top_k}, max_new_tokens={gc.max_new_tokens}. `pipeline()` and "
+            "`generate()` use these unless you pass your own (e.g. `do_sample=False` for greedy)."]
+
+
+def facts(task) -> list[str]:
+    """Task-specific bullet lines: a classifier's labels."""
+    labels = task.model_kwargs().get("id2label")
+    return [f"- Labels: {', '.join(labels.values())}"] if labels else []
+
+
+def _usage(task, prompt: str) -> list[str]:
+    """The usage snippet's call: a list of messages for a chat model (its tokenizer's template renders them)."""
+    if not task.head.messages:
+        return [f"print(pipe({prompt!r}))"]
+    return [f"messages = [{{'role': 'user', 'content': {prompt!r}}}]",
+            'print(pipe(messages, do_sample=False)[0]["generated_text"][-1]["content"])']
+
+
+def model_card(task, samples: list[dict], model) -> ModelCard:
     metrics = {f.stem: json.loads(f.read_text()) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
     ev = metrics.get("eval", {})
-    lora, task = p.lora, tasks.get(p.task)
+    p = task.p
+    lora = p.lora
     body = [
         f"# Fine-tuned {task.title}", "",
         f"- Base model: {_model(p.model)}",
         f"- Task: {p.task}",
-        *task.card_facts(p),
+        *facts(task),
         *([f"- LoRA: r={lora.r}, alpha={lora.alpha}, targets {lora.target_modules}; merged into these weights, "
            "adapter in `adapter/`"] if lora.enabled else []),
         f"- Data: {_source(p.data)}",
         f"- Validation numbers: {validation_split(p.data)}",
         "", "## Metrics (validation)", "",
-        *task.metrics_table(ev),
+        *metrics_text.markdown_table(task, ev),
         "", "## Use", "",
         "```python", "from transformers import pipeline", "",
-        f'pipe = pipeline("{task.pipeline_tag}", model="models/export")  # or the hub repo id once published',
-        f"print(pipe({p.generate.prompts[0]!r}))", "```", "",
-        *shipped_defaults,
+        f'pipe = pipeline("{task.head.pipeline_tag}", model="models/export")  # or the hub repo id once published',
+        *_usage(task, p.generate.prompts[0]), "```", "",
+        *shipped_defaults(task, model),
         "`config.json` keeps the key/value cache on (`use_cache: true`, as the base model ships it; training "
         "turns it off).", "",
         "## Samples: base and tuned model, same prompts, settings and seed", "",
-        *task.samples_markdown(samples),
+        *samples_text.markdown(samples),
         "## Provenance", "",
         "Output hashes as dvc.lock recorded them when this export was made:", "",
         *[f"- `{path}` md5 (dvc.lock, stage `{stage}`): `{md5}`" for stage, path, md5 in lock_outputs()],
         "", "### Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
         "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```", "",
     ]
-    data = card_data(p, ev.get("tuned"))
+    data = card_data(task, ev.get("tuned"))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -1,48 +1,60 @@
 """causal_lm: one `text` per record (nested fields joined); the global token stream cut into blocks
 (`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`)."""
-import numpy as np
-import pyarrow as pa
-
 from lmtune.data import text
 from lmtune.errors import UserError
-from lmtune.tasks.base import columns, examples_table, no_examples, pad_examples, scored_only
-from lmtune.tasks.lm import LanguageModelTask
+from lmtune.tasks.base import Head, Metric, Task
 
 
-class CausalLM(LanguageModelTask):
+class CausalLM(Task):
     name = "causal_lm"
     title = "causal language model"
-    flat_columns = ("text",)
+    head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True)
+    metrics = (
+        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
+        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (text tokens)")),
+        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (text tokens)")),
+        Metric("n_tokens", "tokens", "d", None),
+    )
+    block_columns = (("n_tokens", "n_bytes"), ("nll",))
 
-    def source_fields(self, fp) -> list[str]:
-        return list(fp.text_fields)
+    def source_fields(self) -> list[str]:
+        return list(self.p.flatten.text_fields)
 
-    def flatten_record(self, fp, record: dict) -> dict:
-        return {"text": text.flatten_record(record, fp.text_fields, fp.joiner)}
+    def flatten_record(self, record: dict) -> dict:
+        return {"text": text.flatten_record(record, self.p.flatten.text_fields, self.p.flatten.joiner)}
 
     def keep_flat(self, row: dict) -> bool:
         return bool(row["text"].strip())
 
-    def token_features(self, dtype: np.dtype):
+    def token_features(self, dtype):
         import datasets
 
         return datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name))})
 
-    def tokenize_batch(self, tokenizer, batch: dict, eos_id: int | None) -> dict:
-        return {"input_ids": text.tokenize_texts(tokenizer, batch["text"], eos_id)}
+    def tokenize_batch(self, tokenizer, batch: dict) -> dict:
+        eos = tokenizer.eos_token_id if self.p.tokenize.eos_between_documents else None
+        return {"input_ids": text.tokenize_texts(tokenizer, batch["text"], eos)}
 
-    def chunk(self, ds, mode: str, block_size: int, pad_id: int, where: str) -> pa.Table:
+    def examples(self, ds, pad_id: int, where: str):
         """concat: the global concatenation cut into blocks (lmtune.data.chunking, zero-copy); pad: per document."""
-        from lmtune.data import chunking
+        from lmtune.data import chunking, examples  # the chunk stage's code: flatten and tokenize do not depend on it
 
-        if mode == "pad":
-            _, ids_list, dtype = columns(ds)
-            out = scored_only(pad_examples(ids_list, block_size, pad_id, dtype=dtype))
-            if len(out["input_ids"]) == 0:
-                raise no_examples(where, block_size)
-            return examples_table(out)
+        block_size = self.p.chunk.block_size
+        if self.p.chunk.mode == "pad":
+            _, ids_list, dtype = examples.columns(ds)
+            out = examples.scored_only(examples.pad_examples(ids_list, block_size, pad_id, dtype=dtype))
+            return examples.examples_table(examples.none_left(out, where, block_size))
         col = ds.data.column("input_ids")
         blocks = chunking.concat_blocks(col, block_size)
         if len(blocks) == 0:
             raise UserError(f"{where}: {chunking.count_values(col)} tokens, fewer than one block of chunk.block_size={block_size}")
         return blocks
+
+    def evaluate(self, model, blocks, *, tokenizer, autocast=None, desc=None) -> dict:
+        from lmtune.eval import metrics
+
+        return metrics.evaluate_language_model(model, blocks, self.p.evaluate.batch_size, tokenizer=tokenizer,
+                                               autocast=autocast, desc=desc)
+
+
+TASK = CausalLM

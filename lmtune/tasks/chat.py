@@ -10,12 +10,11 @@ generation prompt is a prefix of the whole rendering, and turn i's content follo
 (SmolLM2: both `<|im_end|>`) does not matter: the labels come from the spans, never from the pad id.
 """
 import numpy as np
-import pyarrow as pa
 
-from lmtune.data import packing
 from lmtune.errors import UserError
-from lmtune.tasks.base import IGNORE_INDEX, examples_table, no_examples, scored_only
-from lmtune.tasks.lm import LanguageModelTask
+from lmtune.tasks.base import Head, Metric, Task
+
+IGNORE_INDEX = -100
 
 ROLES = ("system", "user", "assistant")
 NO_TEMPLATE = ("models/base: the tokenizer has no chat template; task chat renders conversations with the "
@@ -116,94 +115,92 @@ def stop_share(model, prompts: list[np.ndarray], eos_id: int, pad_id: int, max_n
 
 # ---- the task ------------------------------------------------------------------------------------
 
-class Chat(LanguageModelTask):
+class Chat(Task):
     name = "chat"
     title = "chat model"
-    flat_columns = ("messages",)
-    scored = "assistant tokens"
+    # A causal LM whose pipeline takes a list of messages (rendered with the exported tokenizer's template).
+    head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True, messages=True)
+    metrics = (
+        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
+        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (assistant tokens)")),
+        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (assistant tokens)")),
+        Metric("stops", "replies that stop", ".3f", True,
+               hub=("stop_rate", "Greedy first replies ending with the end-of-turn token")),
+        Metric("n_tokens", "tokens", "d", None),
+        Metric("n_prompts", "prompts", "d", None),
+    )
+    block_columns = (("n_tokens", "n_bytes"), ("nll",))
 
-    def source_fields(self, fp) -> list[str]:
-        return [fp.messages_field]
+    def source_fields(self) -> list[str]:
+        return [self.p.flatten.messages_field]
 
-    def flatten_record(self, fp, record: dict) -> dict:
+    def flatten_record(self, record: dict) -> dict:
+        fp = self.p.flatten
         return {"messages": to_messages(record[fp.messages_field], fp.role_key, fp.content_key, dict(fp.role_names),
                                         f"field {fp.messages_field!r}")}
 
     def keep_flat(self, row: dict) -> bool:
         return any(m["role"] == "assistant" and m["content"].strip() for m in row["messages"])
 
-    def token_features(self, dtype: np.dtype):
+    def token_features(self, dtype):
         import datasets
 
         return datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name)),
                                   "assistant_mask": datasets.List(datasets.Value("int8"))})
 
-    def tokenize_batch(self, tokenizer, batch: dict, eos_id: int | None) -> dict:
+    def tokenize_batch(self, tokenizer, batch: dict) -> dict:
         if not tokenizer.chat_template:
             raise UserError(NO_TEMPLATE)
         pairs = [conversation_ids(tokenizer, m) for m in batch["messages"]]
         return {"input_ids": [p[0] for p in pairs], "assistant_mask": [p[1] for p in pairs]}
 
-    def chunk(self, ds, mode: str, block_size: int, pad_id: int, where: str) -> pa.Table:
-        """pad: one conversation per row; concat: conversations packed whole (lmtune.data.packing)."""
-        dtype = np.dtype(ds.features["input_ids"].feature.dtype)
+    def examples(self, ds, pad_id: int, where: str):
+        """concat: conversations packed whole, several per row, none attending to another; pad: one per row.
+        Labels are the assistant tokens (content + eos); rows left with no scored token are dropped."""
+        from lmtune.data import examples, packing  # the chunk stage's code
+
+        dtype, block_size = np.dtype(ds.features["input_ids"].feature.dtype), self.p.chunk.block_size
         ids = [np.asarray(x, dtype=dtype) for x in ds["input_ids"]]
         labels = [packing.labelled(x, m) for x, m in zip(ids, ds["assistant_mask"])]
-        build = packing.pack_labelled if mode == "concat" else packing.pad_labelled
-        out = scored_only(build(ids, labels, block_size, pad_id, dtype=dtype))
-        if len(out["input_ids"]) == 0:
-            raise no_examples(where, block_size)
-        return examples_table(out)
+        build = packing.pack_labelled if self.p.chunk.mode == "concat" else packing.pad_labelled
+        out = build(ids, labels, block_size, pad_id, dtype=dtype)
+        return examples.examples_table(examples.none_left(examples.scored_only(out), where, block_size))
 
-    # ---- evaluate -------------------------------------------------------------------------------
+    def prompt(self, text: str) -> str:
+        """A user's prompt as one user turn, through the base model's chat template, ready for the reply."""
+        return _render(_base_tokenizer(), [{"role": "user", "content": text}], generation_prompt=True)
 
-    def generation_metrics(self, model, blocks, tokenizer, gp, batch_size: int, autocast=None) -> dict:
-        """"stops": the share of validation conversations whose greedy first reply ends with the end-of-turn
-        token within generate.max_new_tokens, and "n_prompts"."""
+    def evaluate(self, model, blocks, *, tokenizer, autocast=None, desc=None) -> dict:
+        """Loss, perplexity and next-token accuracy over the assistant tokens, and "stops": the share of
+        validation conversations whose greedy first reply emits the end-of-turn token within
+        generate.max_new_tokens ("n_prompts" of them)."""
+        from lmtune.eval import metrics
+
+        batch_size = self.p.evaluate.batch_size
+        m = metrics.evaluate_language_model(model, blocks, batch_size, tokenizer=tokenizer, autocast=autocast, desc=desc)
         cols = blocks.with_format("numpy")[:]
         positions = cols.get("position_ids")
-        prompts = [p for r in range(len(cols["input_ids"]))
-                   for p in first_reply_prompts(cols["input_ids"][r], cols["labels"][r],
+        prompts = [q for r in range(len(cols["input_ids"]))
+                   for q in first_reply_prompts(cols["input_ids"][r], cols["labels"][r],
                                                 None if positions is None else positions[r])]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        share = stop_share(model, prompts, tokenizer.eos_token_id, pad, gp.max_new_tokens, batch_size, autocast)
-        return {"stops": share, "n_prompts": len(prompts)}
+        m["stops"] = stop_share(model, prompts, tokenizer.eos_token_id, pad, self.p.generate.max_new_tokens,
+                                batch_size, autocast)
+        m["n_prompts"] = len(prompts)
+        return m
 
-    def summary(self, name: str, m: dict) -> str:
-        return f"{super().summary(name, m)}  stops {m['stops']:.3f} of {m['n_prompts']} prompts"
 
-    def metrics_table(self, ev: dict) -> list[str]:
-        return ["| model | loss | perplexity | next-token accuracy | tokens | replies that stop |",
-                "|---|---|---|---|---|---|",
-                *[f"| {k} | {v['loss']:.4f} | {v['perplexity']:.2f} | {v['accuracy']:.4f} | {v['n_tokens']} | "
-                  f"{v['stops']:.3f} of {v['n_prompts']} |" for k, v in ev.items()]]
+def _base_tokenizer():
+    """models/base's tokenizer (its chat template), loaded once per process."""
+    global _BASE_TOKENIZER
+    if _BASE_TOKENIZER is None:
+        from transformers import AutoTokenizer
 
-    def card_metrics(self, m: dict) -> list[dict]:
-        return [*super().card_metrics(m),
-                {"type": "stop_rate", "name": "Greedy replies ending with the end-of-turn token", "value": round(m["stops"], 4)}]
+        from lmtune import paths
 
-    # ---- samples --------------------------------------------------------------------------------
+        _BASE_TOKENIZER = AutoTokenizer.from_pretrained(paths.BASE)
+    return _BASE_TOKENIZER
 
-    def samples(self, model, tokenizer, gp, fp, placement, strategy: str = "all", raw: bool = False) -> list[dict]:
-        """Each prompt sent as one user turn through the chat template (`raw`: as plain text)."""
-        from lmtune.eval import generation
 
-        def as_chat(prompt):
-            return _render(tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
-
-        return generation.samples(model, tokenizer, gp, placement, format_prompt=None if raw else as_chat, only=strategy)
-
-    def shipped_defaults(self, model) -> list[str]:
-        return [*super().shipped_defaults(model), "",
-                "A chat model takes a list of messages; the pipeline renders them with the tokenizer's chat template:", "",
-                "```python", 'messages = [{"role": "user", "content": "Give three tips for staying healthy."}]',
-                'print(pipe(messages, max_new_tokens=128, do_sample=False)[0]["generated_text"][-1]["content"])', "```"]
-
-    def card_facts(self, p) -> list[str]:
-        template = "ChatML (opted in: model.chat_template)" if p.model.chat_template else "the tokenizer's own"
-        return [f"- Chat template: {template}; loss on assistant turns and their end-of-turn token only"]
-
-    def samples_markdown(self, samples: list[dict]) -> list[str]:
-        out = super().samples_markdown(samples)
-        return [line.replace("Prompt: `", "User message: `", 1) if line.startswith("Prompt: `") else line for line in out]
-
+_BASE_TOKENIZER = None
+TASK = Chat

@@ -1,12 +1,8 @@
 """instruction: `prompt` + `response` per record (Dolly schema); the loss sees only the response and its
 eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed whole, several per
 row, each attending only to itself (`concat`, lmtune.data.packing)."""
-import numpy as np
-import pyarrow as pa
-
-from lmtune.data import packing, text
-from lmtune.tasks.base import columns, examples_table, no_examples, pad_examples, scored_only
-from lmtune.tasks.lm import LanguageModelTask
+from lmtune.data import text
+from lmtune.tasks.base import Head, Metric, Task
 
 
 def instruction_prompt(fp, instruction: str, context: str | None = None) -> str:
@@ -17,16 +13,26 @@ def instruction_prompt(fp, instruction: str, context: str | None = None) -> str:
     return prompt + fp.response_template
 
 
-class Instruction(LanguageModelTask):
+class Instruction(Task):
     name = "instruction"
     title = "instruction-tuned language model"
-    flat_columns = ("prompt", "response")
-    scored = "response tokens"
+    # The same head and numbers as causal_lm, over the response tokens only. Declared here, not shared with
+    # causal_lm.py: a stage depends on the one task module it runs (dvc.yaml), so each is complete.
+    head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True)
+    metrics = (
+        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
+        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (response tokens)")),
+        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (response tokens)")),
+        Metric("n_tokens", "tokens", "d", None),
+    )
+    block_columns = (("n_tokens", "n_bytes"), ("nll",))
 
-    def source_fields(self, fp) -> list[str]:
+    def source_fields(self) -> list[str]:
+        fp = self.p.flatten
         return [f for f in (fp.instruction_field, fp.context_field, fp.response_field) if f]
 
-    def flatten_record(self, fp, record: dict) -> dict:
+    def flatten_record(self, record: dict) -> dict:
+        fp = self.p.flatten
         context = record.get(fp.context_field) if fp.context_field else None
         response = text.get_field(record, fp.response_field)
         return {"prompt": instruction_prompt(fp, text.get_field(record, fp.instruction_field) or "", context),
@@ -35,13 +41,13 @@ class Instruction(LanguageModelTask):
     def keep_flat(self, row: dict) -> bool:
         return bool(row["response"].strip())
 
-    def token_features(self, dtype: np.dtype):
+    def token_features(self, dtype):
         import datasets
 
         return datasets.Features({"input_ids": datasets.List(datasets.Value(dtype.name)),
                                   "prompt_length": datasets.Value("int32")})
 
-    def tokenize_batch(self, tokenizer, batch: dict, eos_id: int | None) -> dict:
+    def tokenize_batch(self, tokenizer, batch: dict) -> dict:
         """prompt ids + response ids + eos, and the prompt's length (its labels become -100)."""
         eos = tokenizer.eos_token_id
         prompts = tokenizer(batch["prompt"], add_special_tokens=False, return_attention_mask=False)["input_ids"]
@@ -49,22 +55,32 @@ class Instruction(LanguageModelTask):
         return {"input_ids": [p + r + [eos] for p, r in zip(prompts, responses)],
                 "prompt_length": [len(p) for p in prompts]}
 
-    def chunk(self, ds, mode: str, block_size: int, pad_id: int, where: str) -> pa.Table:
+    def examples(self, ds, pad_id: int, where: str):
         """concat: examples packed whole into rows with position ids restarting at each (no example attends
         to another); pad: one example per row. Either way the prompts' labels are -100, and examples left
         with no scored token are dropped."""
-        cols, ids_list, dtype = columns(ds)
-        prompts = cols["prompt_length"]
-        if mode == "concat":
-            labels = [packing.labelled(x, np.arange(len(x)) >= int(p)) for x, p in zip(ids_list, prompts)]
+        import numpy as np
+
+        from lmtune.data import examples, packing  # the chunk stage's code: flatten and tokenize do not depend on it
+
+        cols, ids_list, dtype = examples.columns(ds)
+        prompts, block_size = cols["prompt_length"], self.p.chunk.block_size
+        if self.p.chunk.mode == "concat":
+            labels = [packing.labelled(x, np.arange(len(x)) >= int(n)) for x, n in zip(ids_list, prompts)]
             out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
-            out = pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
-        out = scored_only(out)
-        if len(out["input_ids"]) == 0:
-            raise no_examples(where, block_size)
-        return examples_table(out)
+            out = examples.pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
+        return examples.examples_table(examples.none_left(examples.scored_only(out), where, block_size))
 
-    def prompt_for(self, fp, prompt: str) -> str:
+    def prompt(self, text: str) -> str:
         """An instruction model is prompted with the template it was trained on."""
-        return instruction_prompt(fp, prompt)
+        return instruction_prompt(self.p.flatten, text)
+
+    def evaluate(self, model, blocks, *, tokenizer, autocast=None, desc=None) -> dict:
+        from lmtune.eval import metrics
+
+        return metrics.evaluate_language_model(model, blocks, self.p.evaluate.batch_size, tokenizer=tokenizer,
+                                               autocast=autocast, desc=desc)
+
+
+TASK = Instruction
