@@ -121,3 +121,33 @@ def test_chunk_keeps_the_mask_and_drops_nothing_scored(smollm2, mode):
         assert [smollm2.decode(p) for p in prompts] == [
             smollm2.apply_chat_template(c[: [m["role"] for m in c].index("assistant")], tokenize=False,
                                         add_generation_prompt=True) for c in convs]
+
+
+class ScriptedModel:
+    """generate() appends a scripted reply per row (eos at a given step, or never): stop_share's counting."""
+
+    def __init__(self, replies):
+        import torch
+
+        self.replies, self.seen, self.weight = replies, [], torch.zeros(1)
+
+    def parameters(self):
+        yield self.weight
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+        import torch
+
+        rows = [self.replies.pop(0)[:max_new_tokens] for _ in range(len(input_ids))]
+        self.seen += [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        width = max(len(r) for r in rows)
+        tail = torch.tensor([r + [kw["pad_token_id"]] * (width - len(r)) for r in rows])
+        return torch.cat([input_ids, tail], 1)
+
+
+def test_stop_share_counts_replies_with_eos_within_the_budget():
+    eos, pad = 9, 0
+    prompts = [np.array([1, 2, 3]), np.array([4]), np.array([5, 6])]
+    model = ScriptedModel([[7, 7, eos], [7, 7, 7, 7, eos], [eos]])
+    # budget 4: the second reply's eos comes at step 5, too late
+    assert chat.stop_share(model, prompts, eos, pad, max_new_tokens=4, batch_size=2) == pytest.approx(2 / 3)
+    assert model.seen == [[1, 2, 3], [4], [5, 6]]  # left padding never reaches the model as tokens
