@@ -6,8 +6,10 @@ sigma 0.9 (Dolly-15k's prompt+response lengths in GPT-2 tokens have a median nea
 into the thousands; smoltalk's everyday conversations are of the same order), the first 30% of each a
 prompt (labels -100). Padded = one example per row, right-padded to the block (`chunk.mode: pad`);
 packed = whole examples several per row, positions restarting at each (`chunk.mode: concat` for
-instruction and chat). Both sides train the same examples, one epoch, same model init, batch of rows and
-optimizer, each timed after one warm-up step; the sides alternate, the median of the repeats is reported.
+instruction and chat). Informational third side: the padded rows trimmed per batch to its longest example
+(dynamic padding, as DataCollatorWithPadding does). All sides train the same examples, one epoch, same model
+init, batch of rows and optimizer, each timed after one warm-up step; the sides rotate, the median of the
+repeats is reported.
 
     python -m bench.packing [--examples 96] [--block 512] [--batch 4] [--repeats 3] [--markdown FILE]
 """
@@ -31,6 +33,10 @@ def draw_examples(n: int, vocab: int, seed: int = 0, median: float = 130, sigma:
     return ids, labels
 
 
+def lengths_of(ids) -> np.ndarray:
+    return np.array([len(x) for x in ids])
+
+
 def rows_of(table: dict) -> list[dict]:
     return [{k: v[r] for k, v in table.items()} for r in range(len(table["input_ids"]))]
 
@@ -40,10 +46,16 @@ def make_model(vocab: int, block: int):
 
     torch.manual_seed(0)
     return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=block, vocab_size=vocab,
-                                      attn_implementation="sdpa"))
+                                      bos_token_id=0, eos_token_id=0, attn_implementation="sdpa"))
 
 
-def train_epoch(table: dict, vocab: int, block: int, batch: int) -> float:
+def trimmed(b: dict) -> dict:
+    """A padded batch cut to its longest example (dynamic padding)."""
+    n = int(b["attention_mask"].sum(1).max())
+    return {k: v[:, :n] for k, v in b.items()}
+
+
+def train_epoch(table: dict, vocab: int, block: int, batch: int, trim: bool = False) -> float:
     """Seconds for one epoch over the rows (after one untimed warm-up step), AdamW, as the Trainer trains
     (use_cache off: the Trainer sets it so, and a cache would switch off the packed-sequence mask)."""
     model = make_model(vocab, block)
@@ -52,6 +64,7 @@ def train_epoch(table: dict, vocab: int, block: int, batch: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rows = rows_of(table)
     batches = [collate_blocks(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    batches = [trimmed(b) for b in batches] if trim else batches
 
     def step(b):
         loss = model(**b).loss
@@ -99,16 +112,20 @@ def main(argv=None) -> None:
     tables = {"padded": packing.pad_labelled(ids, labels, args.block, 0),
               "packed": packing.pack_labelled(ids, labels, args.block, 0)}
     n_rows = {k: len(t["input_ids"]) for k, t in tables.items()}
-    times = {k: [] for k in tables}
+    sides = ("padded", "packed", "dynamic")
+    times = {k: [] for k in sides}
     for r in range(args.repeats):
-        for side in (("padded", "packed") if r % 2 == 0 else ("packed", "padded")):
-            times[side].append(train_epoch(tables[side], args.vocab, args.block, args.batch))
+        for side in sides[r % 3:] + sides[:r % 3]:  # rotate which side runs first
+            table = tables["padded" if side == "dynamic" else side]
+            times[side].append(train_epoch(table, args.vocab, args.block, args.batch, trim=side == "dynamic"))
     tps = {k: real / statistics.median(v) for k, v in times.items()}
+    slots = sum(int(np.max(np.minimum(lengths_of(ids[i:i + args.batch]), args.block)))
+                * len(ids[i:i + args.batch]) for i in range(0, len(ids), args.batch))
     share = {k: 1 - real / (n * args.block) for k, n in n_rows.items()}
     nll = {k: per_example_nll(t, args.vocab, args.block) for k, t in tables.items()}
     diff = max(abs(a - b) for a, b in zip(nll["packed"], nll["padded"]))
     ratio = tps["packed"] / tps["padded"]
-    lengths = np.array([len(x) for x in ids])
+    lengths = lengths_of(ids)
     header = (f"{args.examples} examples (lengths median {np.median(lengths):.0f}, mean {lengths.mean():.0f}, "
               f"max {lengths.max()} tokens), block {args.block}, batch {args.batch} rows, tiny GPT-2 (2 layers, "
               f"128 wide, vocab {args.vocab}), torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -117,10 +134,14 @@ def main(argv=None) -> None:
              f"≥ 2× padded | {'yes' if ratio >= 2 else '**no**'} |",
              f"| padding share of the rows | {share['packed']:.3f} ({n_rows['packed']} rows) | "
              f"{share['padded']:.3f} ({n_rows['padded']} rows) | — | (informational) | n/a |",
+             f"| SFT train, real tokens/s: packed vs dynamic padding (each batch cut to its longest example; "
+             f"padding share {1 - real / slots:.3f}) | {tps['packed']:,.0f} | {tps['dynamic']:,.0f} | "
+             f"{tps['packed'] / tps['dynamic']:.2f}× | (informational) | n/a |",
              f"| per-example summed NLL, max abs difference packed vs padded | {diff:.2e} | — | — | ≤ 1e-4 | "
              f"{'yes' if diff <= 1e-4 else '**no**'} |", "",
              f"- {header}; epoch seconds packed {[round(t, 2) for t in times['packed']]}, padded "
-             f"{[round(t, 2) for t in times['padded']]} (median of {args.repeats}, sides alternating)."]
+             f"{[round(t, 2) for t in times['padded']]}, dynamic {[round(t, 2) for t in times['dynamic']]} "
+             f"(median of {args.repeats}, the sides rotating)."]
     print("\n".join(lines))
     if args.markdown:
         with open(args.markdown, "w") as f:
