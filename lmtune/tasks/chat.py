@@ -14,7 +14,7 @@ import numpy as np
 from lmtune.errors import UserError
 from lmtune.tasks.base import Head, Metric, Task
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # as lmtune.data.examples (not imported here: only the chunk stage loads that module)
 
 ROLES = ("system", "user", "assistant")
 NO_TEMPLATE = ("models/base: the tokenizer has no chat template; task chat renders conversations with the "
