@@ -46,10 +46,9 @@ def test_an_edit_reruns_the_stages_that_run_the_code(repo, edit):
     path = repo.path / rel
     text = path.read_text()
     assert text.count(old) == 1, (rel, old)  # the edit lands in the function it names
-    assert changed(repo) == set()
+    assert changed(repo) == set()  # up to date before the edit (and so after the previous test's restore)
     path.write_text(text.replace(old, new))
     try:
         assert changed(repo) == expected
     finally:
         path.write_text(text)
-    assert changed(repo) == set()

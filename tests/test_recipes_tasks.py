@@ -153,13 +153,14 @@ def test_rte_lora_end_to_end(clf_repo):
 import json, datasets, transformers
 from peft import PeftModel
 from lmtune import params, tasks
+from lmtune.models import loading
 clf = tasks.load(params.load())  # the rte run's params: its label names
 val = datasets.load_from_disk('data/chunks')['validation'].with_format('torch')
 m = transformers.AutoModelForSequenceClassification.from_pretrained('models/export', use_safetensors=True)
 a = clf.evaluate(m, val, tokenizer=None)
-b = clf.load_model('models/base', 42, names)
+b = loading.load_model('models/base', clf.head, 42, **clf.model_kwargs())
 b = PeftModel.from_pretrained(b, 'models/export/adapter')
-c = clf.evaluate(b, val, 4, names)
+c = clf.evaluate(b, val, tokenizer=None)
 print(json.dumps([a, c]))
 """
     a, c = json.loads(clf_repo.run(sys.executable, "-c", code).stdout.splitlines()[-1])

@@ -2,19 +2,14 @@
 from a task's metric declarations (`lmtune.tasks.base.Metric`: key, label, format, direction, hub id).
 
 Scores come first in declaration order; a count (`higher_is_better` None, e.g. tokens scored) closes a
-console line in parentheses and is the last column of a table. `lmtune.cli.compare` can take labels and
-formats from here too (`value`, `label`).
+console line in parentheses and is the last column of a table. `lmtune.cli.compare` keeps its own label
+and decimals tables for now; its columns can come from the same declarations through `value`.
 """
 
 
 def value(metric, v) -> str:
     """One number as the task declares it (e.g. perplexity ".2f", a count "d")."""
     return format(v, metric.fmt)
-
-
-def label(task, key: str) -> str:
-    """The label of a metric key (the key itself when the task does not declare it)."""
-    return next((m.label for m in task.metrics if m.key == key), key)
 
 
 def _scores(task):
