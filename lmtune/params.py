@@ -14,7 +14,7 @@ from lmtune.errors import UserError
 
 # The tasks, one module each (lmtune/tasks/<name>.py, imported only when it runs). Named here, not imported:
 # validating params loads no task code; a task's own cross-section checks run where it is loaded (tasks.load).
-TASKS = ("causal_lm", "instruction", "classification")
+TASKS = ("causal_lm", "instruction", "chat", "classification")
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -69,6 +69,9 @@ class ModelParams(Strict):
     name: Optional[str]
     revision: Optional[str]
     gpt2: GPT2Arch
+    # task chat renders conversations with the tokenizer's own chat template; `chatml` gives a tokenizer
+    # without one (a base model) ChatML with its eos token ending each turn (lmtune/models/chat_template.py).
+    chat_template: Optional[Literal["chatml"]]
 
     @model_validator(mode="after")
     def _name_needed(self):
@@ -129,6 +132,12 @@ class FlattenParams(Strict):
     text_pair_field: Optional[str]
     label_field: str
     label_names: list[str]      # class i is label_names[i]; required for task classification
+    # chat: the record's list of turns, each turn's role and text keys, and role renames onto
+    # system/user/assistant (ShareGPT: conversations of {from, value}, human -> user, gpt -> assistant).
+    messages_field: str
+    role_key: str
+    content_key: str
+    role_names: dict[str, str]
 
     @model_validator(mode="after")
     def _templates(self):

@@ -1,6 +1,7 @@
 """chunk: fixed-size training examples, as the task cuts them (lmtune/tasks/): causal LM concat cuts the
 token stream into `block_size` blocks (labels = input ids); otherwise one example per row, padded/truncated
-(masks, -100 labels), or instruction examples packed into full blocks."""
+(masks, -100 labels), or instruction/chat examples packed whole, several per row, position ids restarting
+at each (lmtune/data/packing.py)."""
 import datasets
 
 from lmtune import paths

@@ -21,7 +21,7 @@ from conftest import ROOT, make_repo
 from lmtune.cli import recipe
 from lmtune.errors import UserError
 
-RECIPES = ["eli5", "textfiles", "wikitext2", "wikitext103", "dolly", "emotion", "rte", "tiny"]
+RECIPES = ["eli5", "textfiles", "wikitext2", "wikitext103", "dolly", "emotion", "rte", "smoltalk", "tiny"]
 FIX = "tests/fixtures"
 EOS = 50256
 
@@ -35,6 +35,7 @@ DATA = {
     "dolly": ["data.source=files", f"data.train_file={FIX}/dolly/train.jsonl", "data.validation_file=null"],
     "emotion": ["data.source=files", f"data.train_file={FIX}/emotion/train.jsonl", f"data.validation_file={FIX}/emotion/validation.jsonl"],
     "rte": ["data.source=files", f"data.train_file={FIX}/rte/train.jsonl", f"data.validation_file={FIX}/rte/validation.jsonl"],
+    "smoltalk": ["data.source=files", f"data.train_file={FIX}/smoltalk/train.parquet", f"data.validation_file={FIX}/smoltalk/test.parquet"],
 }
 # Only where the tiny CPU model cannot take the recipe's value.
 SIZE = {
@@ -43,6 +44,8 @@ SIZE = {
     "wikitext103": ["chunk.block_size=128", "tokenize.num_proc=2", "train.dataloader_workers=0", "train.batch_size=2"],
     "dolly": ["chunk.block_size=128"],
     "rte": ["chunk.block_size=128", "train.batch_size=8"],
+    # the tiny GPT-2 has no chat template of its own: it opts into ChatML (eos ends each turn)
+    "smoltalk": ["chunk.block_size=128", "model.chat_template=chatml"],
 }
 
 
@@ -77,6 +80,9 @@ def test_recipe_set_matches_the_issue():
     r = m["rte"]
     assert (r.data.name, r.data.config, r.flatten.text_pair_field, len(r.flatten.label_names)) == ("nyu-mll/glue", "rte", "sentence2", 2)
     assert r.lora.enabled and r.lora.target_modules == ["c_attn"] and r.lora.modules_to_save == ["score"]
+    c = m["smoltalk"]
+    assert (c.task, c.model.name, c.model.chat_template) == ("chat", "HuggingFaceTB/SmolLM2-135M-Instruct", None)
+    assert (c.data.name, c.data.config, c.flatten.messages_field, c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "concat")
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -12,7 +12,8 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from lmtune import params, tasks
-from lmtune.data.examples import pack_examples, pad_examples, scored_only
+from lmtune.data.examples import pad_examples, scored_only
+from lmtune.data.packing import labelled, pack_labelled
 from lmtune.device import Placement
 from lmtune.errors import UserError
 from lmtune.eval import generation, metrics
@@ -29,28 +30,29 @@ CPU = Placement("cpu", None)
 
 def test_unknown_task_names_the_known_ones():
     with pytest.raises(KeyError) as e:
-        tasks.get("chat")
-    assert e.value.args[0] == f"unknown task 'chat'; known: {list(tasks.NAMES)}"
+        tasks.get("summarization")
+    assert e.value.args[0] == f"unknown task 'summarization'; known: {list(tasks.NAMES)}"
 
 
 # ---- chunk: dtypes, empty input, the no-example error --------------------------------------------
 
 def test_padded_and_packed_columns_keep_their_storage_dtypes():
-    # ids stay in the tokens' dtype (uint16 for vocabularies <= 65,536), the mask is int8 and the labels
-    # int32 (-100 and any id): the chunk files' size and the Arrow schema the train stage reads.
+    # ids stay in the tokens' dtype (uint16 for vocabularies <= 65,536), the mask is int8, the labels int32
+    # (-100 and any id) and packed positions int32: the chunk files' size and the Arrow schema train reads.
     ids = [np.array([5, 6, 7], np.uint16), np.array([8, 9], np.uint16)]
-    for out in (pad_examples(ids, 4, 0, [1, 0], dtype=np.uint16), pack_examples(ids, [1, 0], 2, dtype=np.uint16)):
-        assert (out["input_ids"].dtype, out["attention_mask"].dtype, out["labels"].dtype) == (np.uint16, np.int8, np.int32)
-    packed = pack_examples(ids, [1, 0], 2, dtype=np.uint32)
-    assert packed["input_ids"].dtype == np.uint32 and packed["input_ids"].tolist() == [[5, 6], [7, 8]]
-    assert packed["labels"].tolist() == [[IGNORE, 6], [7, 8]]
+    labels = [labelled(x, np.arange(len(x)) >= n) for x, n in zip(ids, [1, 0])]
+    out = pad_examples(ids, 4, 0, [1, 0], dtype=np.uint16)
+    assert (out["input_ids"].dtype, out["attention_mask"].dtype, out["labels"].dtype) == (np.uint16, np.int8, np.int32)
+    packed = pack_labelled(ids, labels, 5, 0, dtype=np.uint32)
+    assert (packed["input_ids"].dtype, packed["labels"].dtype, packed["position_ids"].dtype) == (np.uint32, np.int32, np.int32)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and packed["labels"].tolist() == [[IGNORE, 6, 7, 8, 9]]
 
 
 @pytest.mark.parametrize("block", [1, 4])
 def test_packing_nothing_gives_empty_columns_of_the_right_shape(block):
-    out = pack_examples([], [], block, dtype=np.uint16)
+    out = pack_labelled([], [], block, 0, dtype=np.uint16)
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
-        "input_ids": ((0, block), np.uint16), "attention_mask": ((0, block), np.int8), "labels": ((0, block), np.int32)}
+        "input_ids": ((0, block), np.uint16), "labels": ((0, block), np.int32), "position_ids": ((0, block), np.int32)}
 
 
 def test_an_example_whose_only_target_is_position_1_is_kept():
@@ -90,7 +92,10 @@ def test_chunk_tables_store_ids_in_the_tokens_dtype(task, cols, mode, dtype):
     table = _examples(task, _tokens(task, cols, dtype), mode, 4, "here")
     ids_type = pa.from_numpy_dtype(dtype)
     assert table.column("input_ids").type == pa.list_(ids_type, 4)
-    assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)
+    if mode == "concat":  # packed whole: positions restart per example instead of a padding mask
+        assert table.column("position_ids").type == pa.list_(pa.int32(), 4) and "attention_mask" not in table.column_names
+    else:
+        assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)
     want_labels = pa.int64() if task.name == "classification" else pa.list_(pa.int32(), 4)  # a class id per row, or -100/ids per token
     assert table.column("labels").type == want_labels
 

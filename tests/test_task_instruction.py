@@ -50,23 +50,23 @@ def test_pad_masks_prompt_and_padding():
     assert lm["input_ids"].tolist() == [[1, 2, 3, 4]] and lm["labels"].tolist() == [[1, 2, 3, 4]]
 
 
-def test_pack_keeps_prompt_labels_masked():
-    out = examples.pack_examples([[10, 11, 12, 13], [20, 21, 22, 23, 24]], [2, 3], block_size=3)
-    assert out["input_ids"].tolist() == [[10, 11, 12], [13, 20, 21], [22, 23, 24]]
-    assert out["labels"].tolist() == [[-100, -100, 12], [13, -100, -100], [-100, 23, 24]]
-    assert out["attention_mask"].min() == 1
-
-
 def test_chunk_drops_examples_without_a_response_token():
     feats = INS.token_features(np.dtype(np.uint16))
     split = ds({"input_ids": [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7]], "prompt_length": [2, 6]}, feats)
     out = chunked(split, "pad", 5)  # the second's response is cut off
     assert out.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
     assert out.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
-    # packed: 11 tokens -> 2 blocks of 5; the second block holds only prompt tokens of example 2, so it is dropped
+    # packed: example 1 (4 tokens) alone in its row, padded; example 2 (7 > 5) in a row of its own, truncated to
+    # prompt tokens only, so it is dropped
     packed = chunked(split, "concat", 5)
-    assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, 1]]
+    assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
     assert packed.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
+    assert packed.column("position_ids").to_pylist() == [[0, 1, 2, 3, 0]]
+    # two short examples share a row, positions restarting at the second
+    two = chunked(ds({"input_ids": [[1, 2, 3], [4, 5]], "prompt_length": [1, 1]}, feats), "concat", 5)
+    assert two.column("input_ids").to_pylist() == [[1, 2, 3, 4, 5]]
+    assert two.column("labels").to_pylist() == [[-100, 2, 3, -100, 5]]
+    assert two.column("position_ids").to_pylist() == [[0, 1, 2, 0, 1]]
 
 
 # ---- what the loss sees -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Per-example training rows: padding/truncating, packing, the loss mask, and their Arrow table.
+"""Per-example training rows: padding/truncating, the loss mask, and their Arrow table (packing whole examples
+into rows is `lmtune.data.packing`).
 
 (Concatenate-and-chunk of a whole token stream is `lmtune.data.chunking`.) Labels are the input ids with
 IGNORE_INDEX where the loss looks away: padding, and a prompt's first `prompt_length` tokens.
@@ -27,16 +28,6 @@ def pad_examples(ids_list, block_size: int, pad_id: int, prompt_lengths=None, dt
         if prompt_lengths is not None:
             labels[i, : min(int(prompt_lengths[i]), k)] = IGNORE_INDEX
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def pack_examples(ids_list, prompt_lengths, block_size: int, dtype=np.uint16) -> dict:
-    """Pack examples back to back into full blocks (remainder dropped); prompt labels stay -100."""
-    ids = np.concatenate([np.asarray(x) for x in ids_list]).astype(dtype) if ids_list else np.zeros(0, dtype)
-    scored = np.concatenate([np.arange(len(x)) >= int(p) for x, p in zip(ids_list, prompt_lengths)]) if ids_list else np.zeros(0, bool)
-    n = len(ids) // block_size
-    ids, scored = ids[: n * block_size].reshape(n, block_size), scored[: n * block_size].reshape(n, block_size)
-    labels = np.where(scored, ids.astype(np.int32), IGNORE_INDEX).astype(np.int32)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids, dtype=np.int8), "labels": labels}
 
 
 def _fixed(arr: np.ndarray) -> pa.FixedSizeListArray:

@@ -157,7 +157,10 @@ def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_
             labels = batch["input_ids"]
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
-        logits = model(input_ids=batch["input_ids"], attention_mask=attention_mask).logits
+        # Packed rows (lmtune.data.packing) carry position_ids and no attention mask: transformers then keeps
+        # each example's attention to itself, but only without a KV cache (a cache turns its detection off).
+        logits = model(input_ids=batch["input_ids"], attention_mask=attention_mask,
+                       position_ids=batch.get("position_ids"), use_cache=False).logits
         per_block = torch.zeros(len(labels), dtype=torch.float64, device=logits.device)
         nll_sum, n_correct, n_tokens = causal_lm_batch_stats(logits, labels, per_block)
         ppl_metric.add_batch(nll_sum=[nll_sum], n_tokens=[n_tokens])

@@ -110,6 +110,14 @@ def facts(task) -> list[str]:
     return [f"- Labels: {', '.join(labels.values())}"] if labels else []
 
 
+def _usage(task, prompt: str) -> list[str]:
+    """The usage snippet's call: a list of messages for a chat model (its tokenizer's template renders them)."""
+    if not task.head.messages:
+        return [f"print(pipe({prompt!r}))"]
+    return [f"messages = [{{'role': 'user', 'content': {prompt!r}}}]",
+            'print(pipe(messages, do_sample=False)[0]["generated_text"][-1]["content"])']
+
+
 def model_card(task, samples: list[dict], model) -> ModelCard:
     metrics = {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in (paths.EVAL_METRICS, paths.TRAIN_METRICS) if f.is_file()}
     ev = metrics.get("eval", {})
@@ -129,7 +137,7 @@ def model_card(task, samples: list[dict], model) -> ModelCard:
         "", "## Use", "",
         "```python", "from transformers import pipeline", "",
         f'pipe = pipeline("{task.head.pipeline_tag}", model="models/export")  # or the hub repo id once published',
-        f"print(pipe({p.generate.prompts[0]!r}))", "```", "",
+        *_usage(task, p.generate.prompts[0]), "```", "",
         *shipped_defaults(task, model),
         "`config.json` keeps the key/value cache on (`use_cache: true`, as the base model ships it; training "
         "turns it off).", "",

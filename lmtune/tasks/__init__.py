@@ -2,6 +2,8 @@
 
 - causal_lm (`causal_lm.py`): one `text` per record; concatenate-and-chunk or pad/truncate per example.
 - instruction (`instruction.py`): `prompt` + `response`; the loss sees only the response and its eos.
+- chat (`chat.py`): `messages` of {role, content}, rendered with the tokenizer's own chat template; the loss
+  sees the assistant turns and their end-of-turn token only.
 - classification (`classification.py`): `text` (+ `text_pair`) + integer `label`; a sequence-classification
   head on the base LM.
 

@@ -25,6 +25,8 @@ class Head:
     generates: bool       # samples are generations per decoding strategy; else a label and its probabilities
     # A sequence classifier finds each row's last token through the pad id: eos stands in when the base has none.
     pad_is_eos: bool = False
+    # Its pipeline takes a list of {role, content} messages (a chat model): the card's usage shows one.
+    messages: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """instruction: `prompt` + `response` per record (Dolly schema); the loss sees only the response and its
-eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed (`concat`)."""
+eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed whole, several per
+row, each attending only to itself (`concat`, lmtune.data.packing)."""
 from lmtune.data import text
 from lmtune.tasks.base import Head, Metric, Task
 
@@ -55,14 +56,18 @@ class Instruction(Task):
                 "prompt_length": [len(p) for p in prompts]}
 
     def examples(self, ds, pad_id: int, where: str):
-        """concat: examples packed back to back into full blocks; pad: one example per row. Either way the
-        prompts' labels are -100, and examples left with no scored token are dropped."""
-        from lmtune.data import examples  # the chunk stage's code: flatten and tokenize do not depend on it
+        """concat: examples packed whole into rows with position ids restarting at each (no example attends
+        to another); pad: one example per row. Either way the prompts' labels are -100, and examples left
+        with no scored token are dropped."""
+        import numpy as np
+
+        from lmtune.data import examples, packing  # the chunk stage's code: flatten and tokenize do not depend on it
 
         cols, ids_list, dtype = examples.columns(ds)
         prompts, block_size = cols["prompt_length"], self.p.chunk.block_size
         if self.p.chunk.mode == "concat":
-            out = examples.pack_examples(ids_list, prompts, block_size, dtype=dtype)
+            labels = [packing.labelled(x, np.arange(len(x)) >= int(n)) for x, n in zip(ids_list, prompts)]
+            out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
             out = examples.pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
         return examples.examples_table(examples.none_left(examples.scored_only(out), where, block_size))
