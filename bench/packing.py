@@ -144,7 +144,7 @@ def main(argv=None) -> None:
              f"(median of {args.repeats}, the sides rotating)."]
     print("\n".join(lines))
     if args.markdown:
-        with open(args.markdown, "w") as f:
+        with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
 
 

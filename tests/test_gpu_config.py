@@ -102,7 +102,7 @@ def _project_loaders(folder, model_type: str):
     from lmtune.params import ModelParams
 
     p = params.load()
-    yield "load_base", loading.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2), 0)[0]
+    yield "load_base", loading.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2, chat_template=None), 0)[0]
     clf = p.model_copy(update={"flatten": p.flatten.model_copy(update={"label_names": ["neg", "pos"]})})
     for name in tasks.NAMES:
         task = tasks.get(name)(clf)

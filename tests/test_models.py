@@ -22,12 +22,12 @@ def test_gpt2_from_config_uses_gpt2_bpe_and_is_seeded():
 
 
 def test_local_folder_roundtrip_and_pad_token(tmp_path):
-    p = ModelParams(source="gpt2_config", name=None, revision=None, gpt2=TINY)
+    p = ModelParams(source="gpt2_config", name=None, revision=None, gpt2=TINY, chat_template=None)
     model, tok = loading.load_base(p, seed=0)
     assert tok.pad_token == tok.eos_token and model.config.pad_token_id == 50256
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    again, tok2 = loading.load_base(ModelParams(source="local", name=str(tmp_path), revision=None, gpt2=TINY), seed=1)
+    again, tok2 = loading.load_base(ModelParams(source="local", name=str(tmp_path), revision=None, gpt2=TINY, chat_template=None), seed=1)
     x = torch.tensor([[15496, 995]])
     assert torch.equal(model.eval()(x).logits, again(x).logits)
 
