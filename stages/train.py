@@ -48,23 +48,23 @@ def main() -> None:
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
     fp = trainer.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
     with memory.RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main_process) as marker:
-        trainer, metrics, timing, live_tmp = trainer.train(
+        hf_trainer, metrics, timing, live_tmp = trainer.train(
             model, tokenizer, chunks["train"], chunks["validation"], tp, p.seed,
             paths.CHECKPOINTS, fp, paths.TRAIN_LIVE, callbacks=[marker.callback()], stamp_extra=plan.choice(),
         )
         # Every process calls save_model (FSDP/DeepSpeed gather the weights there); only the main one writes.
         final_tmp = paths.FINAL.parent / f".{paths.FINAL.name}.tmp-train"
-        if trainer.is_world_process_zero():
+        if hf_trainer.is_world_process_zero():
             sweep_temps(paths.FINAL)  # this run's temp name, and any a killed run left
-        trainer.accelerator.wait_for_everyone()
+        hf_trainer.accelerator.wait_for_everyone()
         try:
-            trainer.save_model(str(final_tmp))
-            trainer.accelerator.wait_for_everyone()
+            hf_trainer.save_model(str(final_tmp))
+            hf_trainer.accelerator.wait_for_everyone()
         except BaseException:
             if live_tmp is not None:
                 shutil.rmtree(live_tmp, ignore_errors=True)
             raise
-        if trainer.is_world_process_zero():
+        if hf_trainer.is_world_process_zero():
             # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,
             # never loaded by this project, and it would make two identical runs' models/final differ.
             (final_tmp / "training_args.bin").unlink(missing_ok=True)
