@@ -117,7 +117,10 @@ def model_card(p: Params, samples: list[dict], shipped_defaults: list[str]) -> M
         "Output hashes as dvc.lock recorded them when this export was made:", "",
         *[f"- `{path}` md5 (dvc.lock, stage `{stage}`): `{md5}`" for stage, path, md5 in lock_outputs()],
         "", "### Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
-        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```", "",
+        # harness.* measures the exported model afterwards (stages harness, harness_base): not what made it,
+        # and left out so that a harness setting does not rebuild the export (dvc.yaml's export params).
+        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(exclude={"harness"}), sort_keys=False).rstrip(),
+        "```", "",
     ]
     data = card_data(p, ev.get("tuned"))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

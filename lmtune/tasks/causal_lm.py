@@ -23,6 +23,9 @@ class CausalLM(LanguageModelTask):
     def keep_flat(self, row: dict) -> bool:
         return bool(row["text"].strip())
 
+    def document_text(self, row: dict) -> str:
+        return row["text"]
+
     def token_features(self, dtype: np.dtype):
         import datasets
 

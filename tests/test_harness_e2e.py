@@ -1,0 +1,121 @@
+"""lm-evaluation-harness stages on the tiny pipeline: what they write, and that the harness's bits per byte on the
+held-out documents agrees with ours (lmtune.eval.metrics, metrics/eval.json).
+
+Two agreements:
+1. Same windows, exact. The harness scores a document in rolling windows (lm_eval.utils.get_rolling_token_windows,
+   context_len=1): the first window is [prefix token] + tokens[:L-1] predicting tokens[:L], each later one
+   predicts the next L tokens from the L tokens before each of them; every token is predicted once, and its
+   bytes are the document's UTF-8 bytes. Given those windows as blocks (context labels -100), our
+   evaluate_causal_lm must give the same summed NLL per document and the same bits per byte, up to float32
+   noise (different batch padding): tolerance 1e-4 relative.
+2. The stages' outputs, within a stated tolerance. metrics/eval.json scores the validation stream (documents
+   joined by eos) cut into 64-token blocks, predicting tokens 1..63 of each; the harness (max_length 64 = the
+   block size) scores each document on its own. On the 20 fixture documents (1,572 tokens with the 20 eos) the
+   token sets differ by: 20 eos predictions (0 bytes) and 24 block-first tokens that only the harness predicts,
+   and 20 document-first tokens that the harness predicts from the prefix token alone (ours from up to 63
+   tokens of context). (20 + 24 + 20) / 1,552 = 4.1% of the tokens; a token there costing up to 2x the mean
+   moves bits per byte by at most ~4% either way; contexts are also cut at different places (an average of
+   ~31 tokens of context for both). Tolerance: 5% relative, for the base and the tuned model. Being wrong about
+   bytes (tokens counted as bytes: ~5x here) or nats for bits (1.44x) fails it; the wrong model (base for
+   tuned: 1% apart after 8 steps) only the exact check above catches.
+"""
+import json
+import math
+
+import pytest
+
+from repo_tools import copy_repo
+
+pytestmark = pytest.mark.slow
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_stages_write_base_and_tuned_with_the_version_and_per_sample_logs(tiny_repro):
+    import datasets
+    import lm_eval
+
+    root = tiny_repro.path
+    h = json.loads((root / "metrics/harness.json").read_text())
+    assert h["lm_eval_version"] == lm_eval.__version__ == "0.4.13"
+    assert h["settings"] == {"tasks": ["lmtune_heldout"], "limit": 2, "batch_size": 8, "max_length": 64}
+    for which in ("base", "tuned"):
+        task = h[which]["lmtune_heldout"]
+        assert task["n_samples"] == 2 and task["n_documents"] == 20
+        assert set(task["metrics"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+        bpb = task["metrics"]["bits_per_byte"]["value"]
+        assert math.isclose(task["metrics"]["byte_perplexity"]["value"], 2 ** bpb, rel_tol=1e-9)
+    assert h["base"] == json.loads((root / "metrics/harness_base.json").read_text())["base"]
+    assert h["tuned"]["lmtune_heldout"]["metrics"] != h["base"]["lmtune_heldout"]["metrics"]
+    # the documents are the pipeline's: data/flat's validation texts, and the oldest speeches of the corpus
+    flat = datasets.load_from_disk(str(root / "data/flat"))["validation"]["text"]
+    assert [d["text"] for d in read_jsonl(root / "data/harness/heldout.jsonl")] == flat
+    about = json.loads((root / "data/harness/about.json").read_text())
+    assert about["sotu_oldest"]["documents"] == 10 and about["sotu_oldest"]["in_training_data"] == []
+    for name in ("harness_samples_base.jsonl", "harness_samples.jsonl"):
+        samples = read_jsonl(root / "metrics" / name)
+        assert [(s["task"], s["doc_id"]) for s in samples] == [("lmtune_heldout", 0), ("lmtune_heldout", 1)]
+        assert [s["target"] for s in samples] == flat[:2]
+    tuned_ll = [s["filtered_resps"][0] for s in read_jsonl(root / "metrics/harness_samples.jsonl")]
+    bytes_ = sum(len(t.encode("utf-8")) for t in flat[:2])
+    assert math.isclose(-sum(tuned_ll) / math.log(2) / bytes_, h["tuned"]["lmtune_heldout"]["metrics"]["bits_per_byte"]["value"],
+                        rel_tol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def all_docs(tiny_repro, tmp_path_factory):
+    """The harness on all 20 held-out documents (harness.limit null): only harness_base and harness rerun."""
+    repo = copy_repo(tiny_repro, tmp_path_factory.mktemp("harness") / "repo")
+    repo.set_params({"harness": {"limit": None}})
+    out = repo.dvc("repro").stdout
+    assert set(__import__("re").findall(r"Running stage '(\w+)'", out)) == {"harness_base", "harness"}, out
+    return repo
+
+
+def harness_windows(tokens: list[int], prefix: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    return [make_disjoint_window(w) for w in get_rolling_token_windows(tokens, prefix, max_length, context_len=1)]
+
+
+def test_same_windows_give_the_same_bits_per_byte_exactly(all_docs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmtune.eval import metrics
+
+    root = all_docs.path
+    h = json.loads((root / "metrics/harness.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(root / "models/export")
+    tok = AutoTokenizer.from_pretrained(root / "models/export")
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # HFLM's prefix_token_id
+    samples = read_jsonl(root / "metrics/harness_samples.jsonl")
+    assert len(samples) == 20
+    items, owner = [], []
+    for i, s in enumerate(samples):
+        for context, continuation in harness_windows(tok(s["target"], add_special_tokens=False)["input_ids"], prefix, 64):
+            ids = context + continuation
+            items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor([-100] * len(context) + continuation)})
+            owner.append(i)
+    assert len(items) > len(samples)  # some documents span several windows
+    ours = metrics.evaluate_causal_lm(model, items, 8, byte_lengths=metrics.token_byte_lengths(tok))
+    per_doc = [0.0] * len(samples)
+    for i, nll in zip(owner, ours["blocks"]["nll"]):
+        per_doc[i] += nll
+    for s, nll in zip(samples, per_doc):
+        assert math.isclose(nll, -s["filtered_resps"][0], rel_tol=1e-4), (s["doc_id"], nll, s["filtered_resps"])
+    assert ours["n_bytes"] == sum(len(s["target"].encode("utf-8")) for s in samples)  # same bytes
+    harness_bpb = h["tuned"]["lmtune_heldout"]["metrics"]["bits_per_byte"]["value"]
+    assert math.isclose(ours["bits_per_byte"], harness_bpb, rel_tol=1e-4), (ours["bits_per_byte"], harness_bpb)
+
+
+def test_stage_outputs_agree_with_evaluate_within_the_stated_tolerance(all_docs):
+    root = all_docs.path
+    h = json.loads((root / "metrics/harness.json").read_text())
+    ev = json.loads((root / "metrics/eval.json").read_text())
+    for which in ("base", "tuned"):
+        harness_bpb = h[which]["lmtune_heldout"]["metrics"]["bits_per_byte"]["value"]
+        ours = ev[which]["bits_per_byte"]
+        assert abs(harness_bpb - ours) <= 0.05 * ours, (which, harness_bpb, ours)
