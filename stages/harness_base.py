@@ -14,7 +14,7 @@ from lmtune.io import atomic_write_json, atomic_write_text
 def main() -> None:
     p = params.load()
     task = tasks.get(p.task)
-    harness.write_documents(task)
+    harness.write_documents(task, p.harness)
     rec, samples = harness.measure(paths.BASE, p, task, "base")
     atomic_write_text(paths.HARNESS_SAMPLES_BASE, samples)
     atomic_write_json(paths.HARNESS_BASE, rec)

