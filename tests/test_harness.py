@@ -137,3 +137,9 @@ def test_compare_rows_show_base_and_tuned_with_stderr():
     assert "harness: no metrics/harness.json for old" in notes
     assert any(n.startswith("harness: lm-eval 0.4.13, settings {") for n in notes)
     assert any(n.startswith("harness: no stderr for bits_per_byte") for n in notes)
+
+
+def test_a_window_longer_than_the_model_context_is_one_line_naming_the_key():
+    harness.check_max_length(128, 128)
+    with pytest.raises(UserError, match=r"^harness.max_length: 256 is longer than the model's context \(128 positions\)"):
+        harness.check_max_length(256, 128)

@@ -1,16 +1,15 @@
 """EleutherAI's lm-evaluation-harness (`lm-eval`) on one local model folder, offline, and its results as a
-small JSON summary, per-sample log lines and rows that `lmtune.cli.compare` can show.
+small JSON summary and per-sample log lines (lmtune.report.harness makes compare's rows of them).
 
 The harness runs through its Python API (`lm_eval.simple_evaluate`) on an `HFLM` built around a model this
 module loads, so the model sits on the device `train.precision` picks and the forward passes run under the
 same autocast as the evaluate stage (lmtune.device). Tasks are looked up first in `TASK_DIR` (the offline
-tasks shipped here: rolling log-likelihood over the pipeline's own documents, read from `DATA_DIR`), then,
+tasks shipped here: rolling log-likelihood over the pipeline's own documents, read from `paths.HARNESS_DATA`), then,
 only if some name is not there, in the harness's own task catalogue (hub datasets: needs the internet).
 """
 import contextlib
 import json
 import math
-import re
 from pathlib import Path
 
 import yaml
@@ -21,13 +20,12 @@ from lmtune.io import atomic_dir
 
 TASK_DIR = Path(__file__).resolve().parent / "harness_tasks"
 # The forgetting task's documents: the 10 oldest speeches of the bundled corpus (1790-1799, Washington and
-# Adams: 25,000 SmolLM2 tokens; harness.limit picks how many are scored). The default trains on 2010-2020.
+# Adams: 24,400 SmolLM2 tokens; harness.limit picks how many are scored). The default trains on 2010-2020.
 SOTU_OLDEST = 10
 # Draws for the stderr of the metrics the harness bootstraps (hub tasks' perplexity, f1, bleu...): its default
 # of 100,000 takes minutes on two cores. Means (acc) have a closed form; the corpus-level perplexities and bits
 # per byte of loglikelihood_rolling tasks get none from the harness (stderr_for_metric returns None for them).
 BOOTSTRAP_ITERS = 1000
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")  # harness task and group names (hellaswag, arc_easy, mmlu)
 
 
 def local_tasks() -> dict[str, Path]:
@@ -116,16 +114,16 @@ def run(model_dir: Path, hp, placement) -> dict:
     missing = [f for t in hp.tasks if t in local for f in data_files(local[t]) if not (paths.ROOT / f).is_file()]
     if missing:
         raise UserError(f"harness task data missing: {missing}; run `dvc repro harness_base`")
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(placement.device)
-    check_max_length(hp.max_length, context_length(model.config))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hp.batch_size, max_length=hp.max_length)
     # The catalogue of ~10,000 hub task YAMLs is indexed only when a name is not one of ours.
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=any(t not in local for t in hp.tasks))
     unknown = [t for t in hp.tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(f"harness.tasks: unknown task(s) {unknown}; offline tasks here: {sorted(local)} "
                         "(any other name must be one of lm-eval's tasks, e.g. hellaswag)")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(placement.device)
+    check_max_length(hp.max_length, context_length(model.config))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hp.batch_size, max_length=hp.max_length)
     # The shipped YAMLs name their data files relative to the repo root (DVC runs stages there).
     with contextlib.chdir(paths.ROOT), placement.autocast():
         return lm_eval.simple_evaluate(model=lm, tasks=list(hp.tasks), task_manager=manager, limit=hp.limit,
