@@ -143,3 +143,13 @@ def test_a_window_longer_than_the_model_context_is_one_line_naming_the_key():
     harness.check_max_length(128, 128)
     with pytest.raises(UserError, match=r"^harness.max_length: 256 is longer than the model's context \(128 positions\)"):
         harness.check_max_length(256, 128)
+
+
+def test_a_classifier_or_no_tasks_gives_a_note_and_no_run(tmp_path):
+    p = params.validate(BASE)
+    rec, samples = harness.measure(tmp_path / "no-model-here", p, tasks.get("classification"), "tuned")
+    assert rec == {"settings": {"tasks": list(p.harness.tasks)}, "tuned": {},
+                   "skipped": "task classification: the model is a sequence classifier, and lm-eval's HFLM scores "
+                              "causal language models"} and samples == ""
+    about = harness.write_documents(tasks.get("causal_lm"), params.validate(with_harness(tasks=[])).harness, tmp_path / "h")
+    assert about == {"skipped": "harness.tasks is empty"} and sorted(p.name for p in (tmp_path / "h").iterdir()) == ["about.json"]
