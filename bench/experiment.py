@@ -3,8 +3,8 @@
 Each stage's seconds run from DVC's `Running stage 'X'` line to the stage's last output line (the stage
 process prints its summary as it exits); the rest of the wall time (start-up, hashing and committing
 outputs, the lock file, the experiment commit) is DVC overhead. Disk growth counts each inode once, so a
-hardlinked output and its cache file are one copy. The non-train share is (evaluate + export + DVC
-overhead) / train.
+hardlinked output and its cache file are one copy. The non-train share is (evaluate + export + harness + DVC
+overhead) / train (target <= 0.45 since the harness stage, issue 26; it was <= 0.30).
 
 `make bench` measures it on the tiny pipeline (`dvc` rows). On the default (SmolLM2) it needs a reproduced
 workspace, so it is its own command: `make repro && python -m bench.experiment` (results in RESULTS.md).
@@ -82,9 +82,9 @@ def rows(label: str, r: dict, default_targets: bool) -> list[Row]:
     split = ", ".join(f"{k} {v:.1f} s" for k, v in s.items())
     share, ratio = r["non_train_share"], r["growth_vs_weights"]
     return [
-        Row(f"{label}: `dvc exp run -S train.learning_rate`: (evaluate + export + DVC) / train", share, None, "x",
-            None, "<= 0.30 at the defaults" if default_targets else "informational (target is for the defaults)",
-            (share is not None and share <= 0.30) if default_targets else None,
+        Row(f"{label}: `dvc exp run -S train.learning_rate`: (evaluate + export + harness + DVC) / train", share, None,
+            "x", None, "<= 0.45 at the defaults" if default_targets else "informational (target is for the defaults)",
+            (share is not None and share <= 0.45) if default_targets else None,
             note=f"{split}; whole run {r['total_s']:.1f} s; stages run: {r['ran']}", extra=r),
         Row(f"{label}: disk growth per `train.*` experiment / weights file", ratio, None, "x", None, "<= 1.2",
             ratio <= 1.2, note=f"{r['disk_growth_bytes'] / 2**20:.1f} MiB for a {r['weights_bytes'] / 2**20:.1f} MiB weights file "

@@ -235,6 +235,22 @@ class EvaluateParams(Strict):
     batch_size: PosInt
 
 
+class HarnessParams(Strict):
+    # lm-evaluation-harness on the base and the tuned model (lmtune/eval/harness.py). A name is one of the
+    # offline tasks in lmtune/eval/harness_tasks/ or any lm-eval task or group (hellaswag, arc_easy, ...;
+    # those download their data from the hub, so they need the internet). [] skips the harness.
+    tasks: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]]
+    limit: Optional[PosInt]   # documents (examples) per task, the first ones; null: all
+    batch_size: PosInt
+    max_length: Annotated[int, Field(ge=2)]  # tokens per rolling window (at most the model's context)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"harness.tasks has duplicates: {self.tasks}")
+        return self
+
+
 class GenerateParams(Strict):
     prompts: Annotated[list[str], Field(min_length=1)]
     max_new_tokens: PosInt
@@ -256,6 +272,14 @@ class Params(Strict):
     evaluate: EvaluateParams
     generate: GenerateParams
     lora: LoraParams
+    harness: HarnessParams
+
+    @model_validator(mode="after")
+    def _harness_window(self):
+        if self.model.source == "gpt2_config" and self.harness.max_length > self.model.gpt2.n_positions:
+            raise ValueError(f"harness.max_length: {self.harness.max_length} is longer than the model's context "
+                             f"(model.gpt2.n_positions {self.model.gpt2.n_positions})")
+        return self
 
 
 def _format(err: dict) -> str:

@@ -9,6 +9,7 @@ RAW = DATA / "raw"          # download: DatasetDict, original schema, train + va
 FLAT = DATA / "flat"        # flatten: task columns (text | prompt+response | text(+pair)+label)
 TOKENS = DATA / "tokens"    # tokenize: token ids per document
 CHUNKS = DATA / "chunks"    # chunk: fixed-size training examples
+HARNESS_DATA = DATA / "harness"  # harness_base: the offline harness tasks' documents (JSON lines)
 
 MODELS = ROOT / "models"
 BASE = MODELS / "base"              # download: save_pretrained of model + tokenizer
@@ -32,6 +33,10 @@ EVAL_METRICS = METRICS / "eval.json"        # evaluate: base and tuned side by s
 BLOCKS = METRICS / "blocks.csv"             # evaluate: per validation block, base and tuned columns
 CONFUSION = METRICS / "confusion.csv"  # evaluate: tuned classifier's confusion matrix (DVC plot)
 TRAIN_LIVE = METRICS / "train"      # dvclive curves (DVC plots)
+HARNESS_BASE = METRICS / "harness_base.json"  # harness_base: lm-eval on the base model (cached apart from experiments)
+HARNESS_SAMPLES_BASE = METRICS / "harness_samples_base.jsonl"  # harness_base: its per-sample log
+HARNESS_METRICS = METRICS / "harness.json"  # harness: lm-eval's metrics, base and tuned side by side
+HARNESS_SAMPLES = METRICS / "harness_samples.jsonl"  # harness: the tuned model's per-sample log
 
 REPORTS = ROOT / "reports"          # lmtune.cli.compare: table, self-contained HTML, PNG/SVG charts (git-ignored)
 PLOTS_TEMPLATE = ROOT / ".dvc" / "offline_plots.html"  # dvc plots' page with vega inlined (.dvc/config, make install)

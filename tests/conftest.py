@@ -88,7 +88,8 @@ def _tiny_repro_unchanged(request):
 # compare_e2e ~280, fsdp ~200 (loaded machine), memory / trust / bad_inputs / team 120-150, pipeline_e2e /
 # experiments 70-90).
 LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_fsdp.py", "test_memory.py",
-                 "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py", "test_experiments.py"]
+                 "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py", "test_experiments.py",
+                 "test_harness_e2e.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):

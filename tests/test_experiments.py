@@ -27,17 +27,19 @@ def test_train_experiment_skips_the_base_and_adds_about_one_weights_file(exp_rep
     repo = exp_repo
     weights = (repo.path / "models/final/model.safetensors").stat().st_size
     base_before = json.loads((repo.path / "metrics/eval.json").read_text())["base"]
+    harness_before = json.loads((repo.path / "metrics/harness.json").read_text())
     blocks_base = (repo.path / "metrics/blocks_base.csv").read_bytes()
     before = disk_bytes(repo.path)
     out = repo.dvc("exp", "run", "-S", "train.learning_rate=5e-4").stdout
-    assert ran(out) == {"train", "evaluate", "export"}, out
-    for stage in ("download", "flatten", "tokenize", "chunk", "evaluate_base", "base_samples"):
+    assert ran(out) == {"train", "evaluate", "export", "harness"}, out  # the tuned side only
+    for stage in ("download", "flatten", "tokenize", "chunk", "evaluate_base", "base_samples", "harness_base"):
         assert f"Stage '{stage}' didn't change, skipping" in out, out
     shown = repo.dvc("exp", "show", "--json").stdout
     assert "0.0005" in shown or "5e-4" in shown or "5e-04" in shown
     ev = json.loads((repo.path / "metrics/eval.json").read_text())
     assert ev["base"] == base_before and ev["tuned"] != base_before  # base numbers carried over unchanged
     assert (repo.path / "metrics/blocks_base.csv").read_bytes() == blocks_base
+    assert json.loads((repo.path / "metrics/harness.json").read_text())["base"] == harness_before["base"]
     growth = disk_bytes(repo.path) - before
     # Target (issue 11): DVC cache + workspace growth per train.* experiment <= 1.2x the weights file.
     # It was 2.9x when checkpoints were a cached output and each output had its own copy.

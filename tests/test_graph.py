@@ -15,7 +15,8 @@ import yaml
 from conftest import ROOT
 from lmtune.params import TASKS
 
-STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export"]
+STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export",
+          "harness_base", "harness"]
 
 
 def _module_level(tree):

@@ -24,8 +24,13 @@ ENGLISH = {"sotu", "Salesforce/wikitext", "nyu-mll/glue", "dair-ai/emotion", "da
            "rexarski/eli5_category"}
 
 
-def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=("export",)) -> list[tuple[str, str, str]]:
-    """(stage, path, md5) of every stage output dvc.lock records, except the export's own (being written) and
+# The export's own outputs are being written; the harness stages run after it (on models/export), so what
+# dvc.lock holds for them is a previous run's.
+AFTER_EXPORT = ("export", "harness_base", "harness")
+
+
+def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=AFTER_EXPORT) -> list[tuple[str, str, str]]:
+    """(stage, path, md5) of every stage output dvc.lock records, except those of export and later stages, and
     the wall-clock ones (paths.WALL_CLOCK: their hash changes with every run, so two runs of the same
     pipeline would export different cards)."""
     if not lock_path.is_file():
@@ -147,7 +152,10 @@ def model_card(task, samples: list[dict], model) -> ModelCard:
         "Output hashes as dvc.lock recorded them when this export was made:", "",
         *[f"- `{path}` md5 (dvc.lock, stage `{stage}`): `{md5}`" for stage, path, md5 in lock_outputs()],
         "", "### Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
-        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(), sort_keys=False).rstrip(), "```", "",
+        # harness.* measures the exported model afterwards (stages harness, harness_base): not what made it,
+        # and left out so that a harness setting does not rebuild the export (dvc.yaml's export params).
+        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(exclude={"harness"}), sort_keys=False).rstrip(),
+        "```", "",
     ]
     data = card_data(task, ev.get("tuned"))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -41,6 +41,9 @@ class Instruction(Task):
     def keep_flat(self, row: dict) -> bool:
         return bool(row["response"].strip())
 
+    def document_text(self, row: dict) -> str:
+        return row["prompt"] + row["response"]  # the whole example, as the model reads it
+
     def token_features(self, dtype):
         import datasets
 
