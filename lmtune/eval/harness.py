@@ -78,7 +78,7 @@ def write_documents(task, hp, dest: Path = paths.HARNESS_DATA) -> dict:
     with atomic_dir(dest) as tmp:
         for name, texts in about.pop("_texts", {}).items():
             (tmp / name).write_text(jsonl(texts), encoding="utf-8")
-        (tmp / "about.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n")
+        (tmp / "about.json").write_text(json.dumps(about, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return about
 
 

@@ -77,7 +77,8 @@ class Task:
         """flatten.drop_empty: whether a flat row has something to learn from."""
         raise NotImplementedError
 
-    def document_text(self, row: dict) -> str | None:
+    @staticmethod
+    def document_text(row: dict) -> str | None:
         """A flat row as one text a language model is scored on (lm-evaluation-harness' rolling
         log-likelihood, lmtune.eval.harness); None when the task's model is no language model."""
         return None

@@ -26,7 +26,8 @@ class CausalLM(Task):
     def keep_flat(self, row: dict) -> bool:
         return bool(row["text"].strip())
 
-    def document_text(self, row: dict) -> str:
+    @staticmethod
+    def document_text(row: dict) -> str:
         return row["text"]
 
     def token_features(self, dtype):

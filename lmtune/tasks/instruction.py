@@ -41,7 +41,8 @@ class Instruction(Task):
     def keep_flat(self, row: dict) -> bool:
         return bool(row["response"].strip())
 
-    def document_text(self, row: dict) -> str:
+    @staticmethod
+    def document_text(row: dict) -> str:
         return row["prompt"] + row["response"]  # the whole example, as the model reads it
 
     def token_features(self, dtype):
