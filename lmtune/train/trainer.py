@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -19,16 +20,19 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.errors import UserError
+from lmtune.eval import lm_head
 from lmtune.io import atomic_write_json, sweep_temps
 from lmtune.params import TrainParams
+from lmtune.train import hardware
 
 FINGERPRINT = "fingerprint.json"
 
 
-def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict:
-    """`auto`: bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU."""
-    if precision == "auto":
-        precision = ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
+def precision_flags(precision: str, cuda: bool, bf16_supported: bool, cpu_bf16: bool = False) -> dict:
+    """`auto`: bf16 where the GPU supports it, fp16 on other GPUs, bf16 autocast on CPUs with native bf16
+    (cpu_bf16: lmtune.train.hardware.cpu_native_bf16), fp32 on other CPUs. Evaluation stays fp32 on CPU
+    under auto (lmtune.device): its numbers stay exact and comparable across machines."""
+    precision = hardware.train_precision(precision, cuda, bf16_supported, cpu_bf16)
     if precision == "fp16" and not cuda:
         raise UserError("train.precision: fp16 needs a CUDA GPU (use auto or fp32 on CPU)")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
@@ -54,7 +58,31 @@ def checkpointing_flag(on: bool, args_class=None) -> dict:
     return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
 
 
-def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transformers.TrainingArguments:
+def cpu_bf16_here(cuda: bool) -> bool:
+    """This machine trains in bf16 under `train.precision: auto` without a GPU (no MPS, a CPU with native bf16)."""
+    return not cuda and not torch.backends.mps.is_available() and hardware.cpu_native_bf16(hardware.cpu_flags())
+
+
+def liger_available(cuda: bool) -> bool:
+    """Liger's fused linear cross-entropy (Triton, CUDA only) is installed: the Trainer applies it
+    (TrainingArguments.use_liger_kernel). Not installed by this project and not yet run by it."""
+    import importlib.util
+
+    return cuda and importlib.util.find_spec("liger_kernel") is not None
+
+
+def planned_steps(tp: TrainParams, n_examples: int, world_size: int = 1) -> int:
+    """The optimizer steps the Trainer will run: max_steps, else epochs over the examples (the Trainer's
+    arithmetic: the last partial batch kept, a partial accumulation window counted as a step)."""
+    if tp.max_steps > 0:
+        return tp.max_steps
+    batches = math.ceil(n_examples / (tp.batch_size * world_size))
+    return math.ceil(math.ceil(batches / tp.gradient_accumulation_steps) * tp.epochs)
+
+
+def training_arguments(tp: TrainParams, seed: int, output_dir: Path,
+                       planned_steps: int | None = None) -> transformers.TrainingArguments:
+    """planned_steps: the run's optimizer steps, for `train.torch_compile: auto` (None: unknown, no compile)."""
     cuda = torch.cuda.is_available()
     evaluating = tp.eval_steps > 0
     return transformers.TrainingArguments(
@@ -71,7 +99,7 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         warmup_steps=tp.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
         lr_scheduler_type=tp.lr_scheduler,
         max_grad_norm=tp.max_grad_norm,
-        **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
+        **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported(), cpu_bf16_here(cuda)),
         **checkpointing_flag(tp.gradient_checkpointing),
         eval_strategy="steps" if evaluating else "no",
         eval_steps=tp.eval_steps or None,
@@ -92,7 +120,8 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         dataloader_num_workers=tp.dataloader_workers,
         dataloader_pin_memory=cuda,
         optim=optimizer_name(cuda),
-        torch_compile=tp.torch_compile,
+        torch_compile=hardware.use_torch_compile(tp.torch_compile, cuda, planned_steps),
+        **({"use_liger_kernel": True} if liger_available(cuda) else {}),
         # A progress bar (steps, ETA; each logged loss printed above it) on a terminal; plain log lines otherwise.
         disable_tqdm=not sys.stderr.isatty(),
         # Without a GPU, say so: then `accelerate launch --multi_gpu`/torchrun processes on CPUs join one
@@ -115,6 +144,36 @@ class FiniteLossTrainer(transformers.Trainer):
     loss each step for its own NaN filter, so this costs nothing extra). The stage then writes
     nothing: models/final and metrics/ keep their previous contents.
     """
+
+    # The causal-LM loss a chunk of positions at a time (lmtune.eval.lm_head) where it applies; False: the model's own.
+    chunked_lm_loss = True
+
+    def lm_loss(self) -> str:
+        """Which causal-LM loss the training steps use: "liger" (fused, CUDA), "chunked" or "plain"
+        (torch.compile keeps the model's own: the hidden-state hook is not checked under dynamo)."""
+        if self.args.use_liger_kernel:
+            return "liger"
+        if (self.chunked_lm_loss and not self.args.torch_compile and self.label_smoother is None
+                and self.compute_loss_func is None and lm_head.parts(self.model) is not None):
+            return "chunked"
+        return "plain"
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The Trainer's loss, from chunks of the LM head's logits when lm_loss() says "chunked" (training steps;
+        evaluation during training asks for the outputs and gets the plain path). The result is what the
+        model's own loss would be: the same label shift, -100 and num_items_in_batch normalisation."""
+        if return_outputs or "labels" not in inputs or self.lm_loss() != "chunked":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        backbone, head = lm_head.parts(model)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        hidden = lm_head.hidden_states(model, backbone, inputs)
+        loss = lm_head.chunked_loss(hidden, head, labels, num_items_in_batch)
+        # As Trainer.compute_loss: a loss normalised by the token count over all processes is scaled back up,
+        # since DDP averages the gradients over them.
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -275,7 +334,8 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     micro-batch lmtune.train.memory chose). Returns (trainer, deterministic metrics, timing metrics, dvclive
     temp dir or None on other processes).
     """
-    args = training_arguments(tp, seed, ckpt_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch`; read by the Trainer too
+    args = training_arguments(tp, seed, ckpt_dir, planned_steps(tp, len(train_ds), world))
     fp = with_world_size(fp, args.world_size)
     resume = resumable_checkpoint(ckpt_dir, fp) if args.process_index == 0 else None
     if args.world_size > 1:  # every process must resume from the same place
@@ -319,6 +379,11 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "device": str(args.device),
         "world_size": args.world_size,
+        # What made this speed: the training precision (train.precision resolved on this machine), whether
+        # torch.compile ran (train.torch_compile resolved) and which causal-LM loss (FiniteLossTrainer.lm_loss).
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "torch_compile": bool(args.torch_compile),
+        "lm_loss": trainer.lm_loss(),
         # Where this run started; kept out of train.json so a resumed run's metrics equal an uninterrupted one's.
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
     }
