@@ -1,4 +1,4 @@
-"""Memory rows: the train stage's peak-memory estimate (lmtune.train.memory) against the measured peak.
+"""Memory rows: the train stage's peak-memory estimate (lmtune.train.estimate) against the measured peak.
 
 Each shape runs in a fresh process that does what stages/train.py does: tune the allocator, load the
 model from its folder, estimate with the preflight's own functions at the point the stage calls them,
@@ -37,7 +37,7 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
     from transformers import AutoTokenizer
 
     from lmtune import params, tasks
-    from lmtune.train import memory
+    from lmtune.train import estimate, limits
     from lmtune.train import trainer
 
     transformers.logging.set_verbosity_error()
@@ -59,14 +59,14 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
         flags = trainer.precision_flags(tp.precision, True, torch.cuda.is_bf16_supported())
         autocast = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
     # The stage's preflight, term by term.
-    prof = memory.profile(model, blocks[0], trainer.collate_blocks, device, autocast)
-    base = memory.weight_bytes(model) if cuda else memory.rss()
-    est = memory.estimate(prof, batch, base, memory.trainable_bytes(model), checkpointing, tuned and not cuda)
+    prof = estimate.profile(model, blocks[0], trainer.collate_blocks, device, autocast)
+    base = estimate.weight_bytes(model) if cuda else limits.rss()
+    est = estimate.estimate(prof, batch, base, estimate.trainable_bytes(model), checkpointing, tuned and not cuda)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
-    peak = torch.cuda.max_memory_allocated() if cuda else memory.peak_rss()
-    return {"estimate_mb": est.total / memory.MB, "measured_mb": peak / memory.MB, "device": device,
-            "parts_mb": {k: getattr(est, k) / memory.MB for k in ("base", "gradients", "optimizer", "activations", "logits")}}
+    peak = torch.cuda.max_memory_allocated() if cuda else limits.peak_rss()
+    return {"estimate_mb": est.total / limits.MB, "measured_mb": peak / limits.MB, "device": device,
+            "parts_mb": {k: getattr(est, k) / limits.MB for k in ("base", "gradients", "optimizer", "activations", "logits")}}
 
 
 def bench_model(label: str, model_dir: Path, shapes: list[tuple[int, int]], steps: int, repeats: int, work: Path) -> list[Row]:
@@ -85,7 +85,7 @@ def bench_model(label: str, model_dir: Path, shapes: list[tuple[int, int]], step
             note=(f"ours = the train stage's preflight estimate; baseline column = the measured {how} of {steps} "
                   f"training steps as stages/train.py runs them, median of {repeats} fresh process(es) "
                   f"({' / '.join(f'{m:,.0f}' for m in measured)} MB; with lmtune.allocator's tuning the heap keeps "
-                  f"a varying number of logits-sized holes, lmtune/train/memory.py); ratio = estimate / measured; "
+                  f"a varying number of logits-sized holes, lmtune/train/estimate.py); ratio = estimate / measured; "
                   f"estimate parts (MB): {parts}"),
             extra={"runs": runs},
         ))

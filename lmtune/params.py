@@ -177,7 +177,7 @@ class TrainParams(Strict):
     batch_size: PosInt
     gradient_accumulation_steps: PosInt
     # true: batch_size x gradient_accumulation_steps is the global batch (per process) to keep; the train
-    # stage picks the largest micro-batch dividing it that fits in memory (lmtune.train.memory), accumulating the rest.
+    # stage picks the largest micro-batch dividing it that fits in memory (lmtune.train.plan), accumulating the rest.
     auto_batch_size: bool
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)]
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]

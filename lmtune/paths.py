@@ -17,7 +17,7 @@ FINAL = MODELS / "final"            # train: tuned model + tokenizer
 EXPORT = MODELS / "export"          # export: safetensors, tokenizer, card, samples
 BASE_SAMPLES = MODELS / "base_samples.json"  # base_samples: the base model's samples, made once per base
 # train: exists only while a run is in progress (step reached, memory in use); a run the OS killed leaves it,
-# and the next run reports it. Not a DVC output, and outside models/checkpoints/ (lmtune.train.memory.RunMarker).
+# and the next run reports it. Not a DVC output, and outside models/checkpoints/ (lmtune.train.marker.RunMarker).
 TRAIN_MARKER = MODELS / "train-in-progress.json"
 
 METRICS = ROOT / "metrics"

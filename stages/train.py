@@ -1,7 +1,7 @@
 """train: fine-tune the base model on the training blocks; resumable checkpoints (scratch), dvclive curves.
 
 train.num_processes > 1 re-starts the stage under `accelerate launch` (lmtune/train/launch.py); only the
-main process writes outputs. Before the first step a memory preflight (lmtune.train.memory) checks that the
+main process writes outputs. Before the first step a memory preflight (lmtune.train.plan) checks that the
 configured micro-batch fits, or picks one that does with `train.auto_batch_size`. While training, a marker
 beside the outputs (paths.TRAIN_MARKER) records the step reached and the memory in use, so that a run the
 OS kills without a word is reported by the next one.
@@ -14,7 +14,8 @@ from transformers import AutoTokenizer
 
 from lmtune import allocator, device, params, paths, tasks
 from lmtune.train import launch
-from lmtune.train import memory
+from lmtune.train import marker as run_marker
+from lmtune.train import plan as planner
 from lmtune.train import trainer
 from lmtune.errors import cli
 from lmtune.io import atomic_write_json, replace_dir, sweep_temps
@@ -28,7 +29,7 @@ def main() -> None:
     launch.relaunch(p.train.num_processes, p.train.accelerate_config, paths.ROOT)
     tuned = allocator.tune_cpu_allocator()  # large per-step tensors: reuse memory instead of page-faulting it in
     main_process = int(os.environ.get("RANK", "0")) == 0
-    if main_process and (note := memory.unfinished_run(paths.TRAIN_MARKER)):
+    if main_process and (note := run_marker.unfinished_run(paths.TRAIN_MARKER)):
         print(note, flush=True)
     chunks = datasets.load_from_disk(paths.CHUNKS).with_format("numpy")
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
@@ -39,7 +40,7 @@ def main() -> None:
     # Will the configured micro-batch fit (train.auto_batch_size: which one does)? Refuses with one
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
-    plan = memory.preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
+    plan = planner.preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
                             where.device, where.dtype, heap_slack=tuned)
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
@@ -47,24 +48,24 @@ def main() -> None:
         print(f"train: micro-batch {plan.batch_size} x {plan.gradient_accumulation_steps} accumulation steps "
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
     fp = trainer.fingerprint(tp, p.seed, [paths.CHUNKS, paths.BASE]) + tasks.fingerprint_extra(p)
-    with memory.RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main_process) as marker:
-        trainer, metrics, timing, live_tmp = trainer.train(
+    with run_marker.RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main_process) as marker:
+        hf_trainer, metrics, timing, live_tmp = trainer.train(
             model, tokenizer, chunks["train"], chunks["validation"], tp, p.seed,
             paths.CHECKPOINTS, fp, paths.TRAIN_LIVE, callbacks=[marker.callback()], stamp_extra=plan.choice(),
         )
         # Every process calls save_model (FSDP/DeepSpeed gather the weights there); only the main one writes.
         final_tmp = paths.FINAL.parent / f".{paths.FINAL.name}.tmp-train"
-        if trainer.is_world_process_zero():
+        if hf_trainer.is_world_process_zero():
             sweep_temps(paths.FINAL)  # this run's temp name, and any a killed run left
-        trainer.accelerator.wait_for_everyone()
+        hf_trainer.accelerator.wait_for_everyone()
         try:
-            trainer.save_model(str(final_tmp))
-            trainer.accelerator.wait_for_everyone()
+            hf_trainer.save_model(str(final_tmp))
+            hf_trainer.accelerator.wait_for_everyone()
         except BaseException:
             if live_tmp is not None:
                 shutil.rmtree(live_tmp, ignore_errors=True)
             raise
-        if trainer.is_world_process_zero():
+        if hf_trainer.is_world_process_zero():
             # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,
             # never loaded by this project, and it would make two identical runs' models/final differ.
             (final_tmp / "training_args.bin").unlink(missing_ok=True)

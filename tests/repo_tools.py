@@ -28,7 +28,7 @@ def tree_hashes(root: Path, tops=OUTPUTS, skip=("models/checkpoints", "models/tr
 
     temps=False leaves out the temp dirs of an unfinished write (`.name.tmp-*`): a SIGKILL cannot clean
     them up, they are not outputs, and the next run of the stage sweeps them. The default `skip` leaves out
-    the train stage's scratch: its checkpoints and its in-progress marker (lmtune.train.memory.RunMarker).
+    the train stage's scratch: its checkpoints and its in-progress marker (lmtune.train.marker.RunMarker).
     """
     out = {}
     for top in tops:

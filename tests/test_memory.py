@@ -1,4 +1,4 @@
-"""lmtune.train.memory: the preflight's arithmetic, the limits it reads, the fake-tensor count, the run marker.
+"""lmtune.train.{estimate,limits,plan,marker}: the preflight's arithmetic, the limits it reads, the fake-tensor count, the run marker.
 
 The slow tests at the end check the estimate against measured peaks and the preflight, `auto_batch_size`
 and the killed-run report through the train stage and `dvc repro` on copies of the tiny pipeline.
@@ -16,12 +16,12 @@ import transformers
 import yaml
 
 from conftest import ROOT, VENV_BIN
-from lmtune.train import memory
+from lmtune.train import estimate, limits, marker, plan
 from lmtune.train import trainer
 from lmtune.errors import UserError
 from lmtune.params import validate
 
-MB = memory.MB
+MB = limits.MB
 
 
 # --- What the process may use -----------------------------------------------------------------------
@@ -41,10 +41,10 @@ def test_cgroup_v2_limit_minus_working_set_and_parent_limits(tmp_path):
     write(group / "memory.stat", f"anon 123\ninactive_file {2**30}\nactive_file 5\n")
     write(root / "user.slice" / "memory.max", "max")  # no limit here
     write(root / "user.slice" / "memory.current", str(10 * 2**30))
-    assert memory.cgroup_rooms("0::/user.slice/job\n", root) == [4 * 2**30 - 2 * 2**30]
+    assert limits.cgroup_rooms("0::/user.slice/job\n", root) == [4 * 2**30 - 2 * 2**30]
     # A tighter parent limit applies too.
     write(root / "user.slice" / "memory.max", str(11 * 2**30))
-    assert sorted(memory.cgroup_rooms("0::/user.slice/job\n", root)) == [2**30, 2 * 2**30]
+    assert sorted(limits.cgroup_rooms("0::/user.slice/job\n", root)) == [2**30, 2 * 2**30]
 
 
 def test_cgroup_v1_with_its_huge_no_limit_value(tmp_path):
@@ -53,11 +53,11 @@ def test_cgroup_v1_with_its_huge_no_limit_value(tmp_path):
     write(group / "memory.limit_in_bytes", "9223372036854771712")  # "unlimited" in v1
     write(group / "memory.usage_in_bytes", "100")
     proc = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n"
-    assert memory.cgroup_rooms(proc, root) == []
+    assert limits.cgroup_rooms(proc, root) == []
     write(group / "memory.limit_in_bytes", str(2 * 2**30))
     write(group / "memory.usage_in_bytes", str(2**30 + 500))
     write(group / "memory.stat", "cache 1\ntotal_inactive_file 500\n")
-    assert memory.cgroup_rooms(proc, root) == [2**30]
+    assert limits.cgroup_rooms(proc, root) == [2**30]
 
 
 def test_cgroup_namespace_root_is_the_process_group(tmp_path):
@@ -66,73 +66,73 @@ def test_cgroup_namespace_root_is_the_process_group(tmp_path):
     write(root / "cgroup.controllers", "memory\n")
     write(root / "memory.max", str(3 * 2**30))
     write(root / "memory.current", str(2**30))
-    assert memory.cgroup_rooms("0::/\n", root) == [2 * 2**30]
+    assert limits.cgroup_rooms("0::/\n", root) == [2 * 2**30]
     # A path from the host's view that this mount does not have: the mount's root is the group.
-    assert memory.cgroup_rooms("0::/kubepods/pod1/c1\n", root) == [2 * 2**30]
+    assert limits.cgroup_rooms("0::/kubepods/pod1/c1\n", root) == [2 * 2**30]
 
 
 def test_this_machines_cgroup_files_parse():
     """Whatever this machine has (v1, v2, hybrid, none), reading it gives non-negative rooms."""
     text = open("/proc/self/cgroup").read() if os.path.exists("/proc/self/cgroup") else ""
-    assert all(r >= 0 for r in memory.cgroup_rooms(text))
+    assert all(r >= 0 for r in limits.cgroup_rooms(text))
 
 
 def test_mem_available_and_cpu_limit():
-    assert memory.mem_available("MemTotal: 100 kB\nMemFree: 5 kB\nMemAvailable:   2048 kB\n") == 2048 * 1024
-    assert memory.mem_available("MemTotal: 1 kB\n") is None
+    assert limits.mem_available("MemTotal: 100 kB\nMemFree: 5 kB\nMemAvailable:   2048 kB\n") == 2048 * 1024
+    assert limits.mem_available("MemTotal: 1 kB\n") is None
     # What the process holds now + the smaller of free RAM and the cgroup room.
-    assert memory.cpu_limit(100, 1000, [400, 700]) == 500
-    assert memory.cpu_limit(100, 300, [400]) == 400
-    assert memory.cpu_limit(100, 1000, []) == 1100
+    assert limits.cpu_limit(100, 1000, [400, 700]) == 500
+    assert limits.cpu_limit(100, 300, [400]) == 400
+    assert limits.cpu_limit(100, 1000, []) == 1100
     # Two processes of `accelerate launch` on one machine share the free memory.
-    assert memory.cpu_limit(100, 1000, [], local_processes=2) == 600
-    assert memory.cpu_limit(100, None, []) is None
+    assert limits.cpu_limit(100, 1000, [], local_processes=2) == 600
+    assert limits.cpu_limit(100, None, []) is None
 
 
 def test_limit_override_from_the_environment():
-    assert memory.limit_override({}) is None
-    assert memory.limit_override({memory.LIMIT_ENV: "1536"}) == 1536 * MB
-    assert memory.process_limit("cpu", {memory.LIMIT_ENV: "100"}) == memory.Limit(100 * MB, f"set by {memory.LIMIT_ENV}")
+    assert limits.limit_override({}) is None
+    assert limits.limit_override({limits.LIMIT_ENV: "1536"}) == 1536 * MB
+    assert limits.process_limit("cpu", {limits.LIMIT_ENV: "100"}) == limits.Limit(100 * MB, f"set by {limits.LIMIT_ENV}")
     for bad in ("lots", "0", "-5"):
-        with pytest.raises(UserError, match=memory.LIMIT_ENV):
-            memory.limit_override({memory.LIMIT_ENV: bad})
+        with pytest.raises(UserError, match=limits.LIMIT_ENV):
+            limits.limit_override({limits.LIMIT_ENV: bad})
 
 
 def test_measured_cpu_limit_is_at_most_ram_plus_what_we_hold():
-    limit = memory.process_limit("cpu", {})
+    limit = limits.process_limit("cpu", {})
     total = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
-    assert 0 < limit.bytes <= total + memory.rss()
-    assert memory.rss() <= memory.peak_rss()
+    assert 0 < limit.bytes <= total + limits.rss()
+    assert limits.rss() <= limits.peak_rss()
 
 
 # --- The estimate's arithmetic ------------------------------------------------------------------------
 
-PROFILE = memory.Profile(block=256, fixed=10 * MB, per_sample=100 * MB, fixed_checkpointed=10 * MB,
+PROFILE = estimate.Profile(block=256, fixed=10 * MB, per_sample=100 * MB, fixed_checkpointed=10 * MB,
                          per_sample_checkpointed=20 * MB, logits_per_sample=50 * MB)
 
 
 def test_estimate_adds_gradients_adamw_activations_and_logits():
-    e = memory.estimate(PROFILE, 4, base=1000 * MB, trainable_bytes=200 * MB, checkpointing=False)
+    e = estimate.estimate(PROFILE, 4, base=1000 * MB, trainable_bytes=200 * MB, checkpointing=False)
     assert (e.gradients, e.optimizer) == (200 * MB, 400 * MB)  # one gradient and two AdamW moments per weight
     assert e.activations == 10 * MB + 4 * 100 * MB
-    assert e.logits == memory.LOGITS_BUFFERS * 4 * 50 * MB  # the two fp32 gradient buffers at the loss
-    slack = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False, heap_slack=True)
-    assert slack.logits == (memory.LOGITS_BUFFERS + memory.HEAP_SLACK_LOGITS) * 4 * 50 * MB
+    assert e.logits == estimate.LOGITS_BUFFERS * 4 * 50 * MB  # the two fp32 gradient buffers at the loss
+    slack = estimate.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False, heap_slack=True)
+    assert slack.logits == (estimate.LOGITS_BUFFERS + estimate.HEAP_SLACK_LOGITS) * 4 * 50 * MB
     # Logits of 1 GiB or more are mmapped by the tuned glibc too, and unmapped when freed: no slack.
     from lmtune.allocator import MMAP_THRESHOLD
 
-    big = memory.estimate(PROFILE, -(-MMAP_THRESHOLD // (50 * MB)), 0, 0, False, heap_slack=True)  # 21 x 50 MB
-    assert big.logits == memory.LOGITS_BUFFERS * big.batch * 50 * MB
+    big = estimate.estimate(PROFILE, -(-MMAP_THRESHOLD // (50 * MB)), 0, 0, False, heap_slack=True)  # 21 x 50 MB
+    assert big.logits == estimate.LOGITS_BUFFERS * big.batch * 50 * MB
     assert e.total == 1000 * MB + 200 * MB + 400 * MB + 410 * MB + e.logits
-    ckpt = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, checkpointing=True)
+    ckpt = estimate.estimate(PROFILE, 4, 1000 * MB, 200 * MB, checkpointing=True)
     assert ckpt.activations == 10 * MB + 4 * 20 * MB and ckpt.total < e.total
 
 
 def test_largest_fitting_divisor_keeps_the_global_batch_exact():
-    assert memory.largest_fitting_divisor(12, lambda m: m <= 5) == 4  # 4 x 3; 5 does not divide 12
-    assert memory.largest_fitting_divisor(12, lambda m: True) == 12
-    assert memory.largest_fitting_divisor(7, lambda m: m < 7) == 1
-    assert memory.largest_fitting_divisor(8, lambda m: False) is None
+    assert plan.largest_fitting_divisor(12, lambda m: m <= 5) == 4  # 4 x 3; 5 does not divide 12
+    assert plan.largest_fitting_divisor(12, lambda m: True) == 12
+    assert plan.largest_fitting_divisor(7, lambda m: m < 7) == 1
+    assert plan.largest_fitting_divisor(8, lambda m: False) is None
 
 
 def train_params(**over):
@@ -143,40 +143,40 @@ def train_params(**over):
 
 def test_decide_keeps_a_fitting_configured_batch():
     tp = train_params(batch_size=4, gradient_accumulation_steps=2)
-    plan = memory.decide(tp, PROFILE, 1000 * MB, 200 * MB, memory.Limit(100 * 2**30, "test"))
-    assert (plan.batch_size, plan.gradient_accumulation_steps, plan.auto) == (4, 2, False)
-    total = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False).total
-    assert plan.estimate_mb == round(total / MB, 1) and plan.limit_mb == 100 * 1024
-    assert plan.record()["micro_batch_size"] == 4 and set(plan.choice()) < set(plan.record())
+    chosen = plan.decide(tp, PROFILE, 1000 * MB, 200 * MB, limits.Limit(100 * 2**30, "test"))
+    assert (chosen.batch_size, chosen.gradient_accumulation_steps, chosen.auto) == (4, 2, False)
+    total = estimate.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False).total
+    assert chosen.estimate_mb == round(total / MB, 1) and chosen.limit_mb == 100 * 1024
+    assert chosen.record()["micro_batch_size"] == 4 and set(chosen.choice()) < set(chosen.record())
 
 
 def test_auto_picks_the_largest_divisor_of_the_global_batch_that_fits():
     tp = train_params(batch_size=4, gradient_accumulation_steps=2, auto_batch_size=True)  # global batch 8
-    est = {m: memory.estimate(PROFILE, m, 1000 * MB, 200 * MB, False).total for m in (1, 2, 4, 8)}
+    est = {m: estimate.estimate(PROFILE, m, 1000 * MB, 200 * MB, False).total for m in (1, 2, 4, 8)}
     for limit, micro in ((est[8], 8), (est[8] - 1, 4), (est[2], 2), (est[1] + 1, 1)):
-        plan = memory.decide(tp, PROFILE, 1000 * MB, 200 * MB, memory.Limit(limit, "test"))
-        assert (plan.batch_size, plan.gradient_accumulation_steps) == (micro, 8 // micro)
-        assert plan.batch_size * plan.gradient_accumulation_steps == 8
+        chosen = plan.decide(tp, PROFILE, 1000 * MB, 200 * MB, limits.Limit(limit, "test"))
+        assert (chosen.batch_size, chosen.gradient_accumulation_steps) == (micro, 8 // micro)
+        assert chosen.batch_size * chosen.gradient_accumulation_steps == 8
 
 
 def test_refusal_is_one_line_with_estimate_limit_and_keys():
     tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False)
-    e4 = memory.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False)
-    limit = memory.Limit(e4.total - 1, "available RAM")
+    e4 = estimate.estimate(PROFILE, 4, 1000 * MB, 200 * MB, False)
+    limit = limits.Limit(e4.total - 1, "available RAM")
     with pytest.raises(UserError) as err:
-        memory.decide(tp, PROFILE, 1000 * MB, 200 * MB, limit)
+        plan.decide(tp, PROFILE, 1000 * MB, 200 * MB, limit)
     msg = str(err.value)
     assert "\n" not in msg
-    assert memory.gb(e4.total) in msg and memory.gb(limit.bytes) in msg and "available RAM" in msg
+    assert limits.gb(e4.total) in msg and limits.gb(limit.bytes) in msg and "available RAM" in msg
     for key in ("train.batch_size", "train.gradient_accumulation_steps", "chunk.block_size",
-                "train.gradient_checkpointing", "lora.enabled", memory.LIMIT_ENV):
+                "train.gradient_checkpointing", "lora.enabled", limits.LIMIT_ENV):
         assert key in msg, key
     # The concrete fixes it proposes do fit: micro-batch 2 x 2 accumulation (same global batch of 4).
     assert "train.batch_size: 2 with train.gradient_accumulation_steps: 2" in msg
     # With auto, only micro-batch 1 is tried; too little memory for even that names the other keys.
     auto = train_params(batch_size=4, gradient_accumulation_steps=1, auto_batch_size=True)
     with pytest.raises(UserError, match=r"even a micro-batch of 1 x 256 tokens.*chunk\.block_size"):
-        memory.decide(auto, PROFILE, 1000 * MB, 200 * MB, memory.Limit(1000 * MB, "test"))
+        plan.decide(auto, PROFILE, 1000 * MB, 200 * MB, limits.Limit(1000 * MB, "test"))
 
 
 # --- The fake-tensor count -----------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_fake_count_equals_what_a_real_forward_saves(dropout):
     model = tiny_gpt2(dropout=dropout).eval()  # as from_pretrained returns it: the count switches to train mode
     example = {"input_ids": torch.arange(96) % 1000}
     batch = trainer.collate_blocks([example, example, example])
-    fake, _, logits = memory.saved_bytes(model, batch)
+    fake, _, logits = estimate.saved_bytes(model, batch)
     assert not model.training  # and back
     real, real_logits = real_saved_bytes(model, batch)
     assert fake == real and logits == real_logits
@@ -219,7 +219,7 @@ def test_fake_count_equals_what_a_real_forward_saves(dropout):
 def test_profile_is_linear_in_the_batch_and_checkpointing_saves():
     model = tiny_gpt2().eval()
     example = {"input_ids": torch.arange(128) % 1000}
-    prof = memory.profile(model, example, trainer.collate_blocks)
+    prof = estimate.profile(model, example, trainer.collate_blocks)
     assert not model.training  # restored
     real4, _ = real_saved_bytes(model, trainer.collate_blocks([example] * 4))
     model.eval()
@@ -234,52 +234,52 @@ def test_lora_counts_only_the_adapters_as_trainable():
     from lmtune.params import LoraParams
 
     model = tiny_gpt2()
-    full = memory.trainable_bytes(model)
+    full = estimate.trainable_bytes(model)
     lp = LoraParams(enabled=True, r=4, alpha=8, dropout=0.0, target_modules=["c_attn"], modules_to_save=[])
     lora = tasks.get("causal_lm").with_lora(model, lp)
-    assert 0 < memory.trainable_bytes(lora) < full / 20
+    assert 0 < estimate.trainable_bytes(lora) < full / 20
     example = {"input_ids": torch.arange(64) % 1000}
-    fake, _, _ = memory.saved_bytes(lora, trainer.collate_blocks([example]))
+    fake, _, _ = estimate.saved_bytes(lora, trainer.collate_blocks([example]))
     real, _ = real_saved_bytes(lora, trainer.collate_blocks([example]))
     assert fake == real
 
 
 # --- The run marker ------------------------------------------------------------------------------------
 
-PLAN = memory.Plan(batch_size=2, gradient_accumulation_steps=2, auto=True, estimate_mb=900.0, limit_mb=1000.0)
+PLAN = plan.Plan(batch_size=2, gradient_accumulation_steps=2, auto=True, estimate_mb=900.0, limit_mb=1000.0)
 
 
 def test_marker_exists_while_running_and_goes_at_the_end(tmp_path):
     path = tmp_path / "train-in-progress.json"
-    with memory.RunMarker(path, PLAN, interval=0.05) as marker:
+    with marker.RunMarker(path, PLAN, interval=0.05) as running:
         first = json.loads(path.read_text())
         assert first["pid"] == os.getpid() and first["memory_mb"] > 0 and first["step"] is None
-        marker.step(3, 8)
+        running.step(3, 8)
         time.sleep(0.3)  # the sampler rewrites it
         now = json.loads(path.read_text())
         assert (now["step"], now["max_steps"], now["micro_batch_size"]) == (3, 8, 2)
     assert not path.exists()
-    with pytest.raises(RuntimeError), memory.RunMarker(path, PLAN):
+    with pytest.raises(RuntimeError), marker.RunMarker(path, PLAN):
         raise RuntimeError("an error the user sees")  # said why it stopped: no marker left
     assert not path.exists()
-    with memory.RunMarker(path, PLAN, enabled=False) as marker:  # other processes of a launch write none
-        marker.callback().on_step_end(None, type("State", (), {"global_step": 1, "max_steps": 8})(), None)
+    with marker.RunMarker(path, PLAN, enabled=False) as running:  # other processes of a launch write none
+        running.callback().on_step_end(None, type("State", (), {"global_step": 1, "max_steps": 8})(), None)
         assert not path.exists()  # not even from the Trainer callback, which every process runs
 
 
 def test_unfinished_run_message(tmp_path):
     path = tmp_path / "m.json"
-    assert memory.unfinished_run(path) is None
+    assert marker.unfinished_run(path) is None
     path.write_text(json.dumps({"pid": 42, "started": "2025-01-01 10:00:00", "step": 5, "max_steps": 8,
                                 "memory_mb": 950.0, "peak_memory_mb": 990.0, "memory_limit_mb": 1000.0,
                                 "memory_estimate_mb": 900.0, "updated": "2025-01-01 10:05:00"}))
-    msg = memory.unfinished_run(path)
+    msg = marker.unfinished_run(path)
     assert "\n" not in msg
     for part in ("did not finish", "pid 42", "step 5 of 8", "950 MB", "peak 990 MB", "limit 1,000 MB",
                  "estimate 900 MB", "out-of-memory", "train.batch_size"):
         assert part in msg, part
     path.write_text("{not json")  # killed mid-write of an older format: still reported
-    assert "did not finish" in memory.unfinished_run(path)
+    assert "did not finish" in marker.unfinished_run(path)
 
 
 def test_fingerprint_is_written_with_the_first_checkpoint_not_before(tmp_path):
@@ -333,7 +333,7 @@ def test_estimate_against_the_measured_peak(tmp_path_factory, batch, block):
 
     With glibc's own allocator settings: the peak is then the live tensors' and repeats to ~1%, so one
     run per shape is a fair test. With lmtune.allocator's tuning one run of this logits-heavy model
-    lands anywhere in a +-20% band (lmtune/train/memory.py); `make bench` checks that case on medians.
+    lands anywhere in a +-20% band (lmtune/train/estimate.py); `make bench` checks that case on medians.
     """
     from bench.memory import tiny_gpt2_long, within_target
 
@@ -347,7 +347,7 @@ def test_estimate_against_the_measured_peak(tmp_path_factory, batch, block):
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["device"] == "cpu"
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
-    assert r["parts_mb"]["logits"] == pytest.approx(memory.LOGITS_BUFFERS * batch * block * vocab * 4 / MB)  # no slack
+    assert r["parts_mb"]["logits"] == pytest.approx(estimate.LOGITS_BUFFERS * batch * block * vocab * 4 / MB)  # no slack
     assert within_target(r["estimate_mb"], r["measured_mb"]), r
     assert 0.9 <= r["estimate_mb"] / r["measured_mb"] <= 1.25, r  # the same bounds, spelled out
 
@@ -378,7 +378,7 @@ def test_preflight_refuses_in_one_line_exit_2_and_writes_nothing(work):
 
     before = tree_hashes(work.path, skip=())  # every output, models/checkpoints included
     work.set_params({"train": {"learning_rate": 2.0e-3}})  # so that `dvc repro` runs train again
-    work.env[memory.LIMIT_ENV] = "200"  # less than the process holds before its first step
+    work.env[limits.LIMIT_ENV] = "200"  # less than the process holds before its first step
 
     # The stage alone: one line, exit 2, not a byte changed anywhere.
     proc = work.run(*python_stage("train"), check=False)
@@ -424,11 +424,11 @@ def test_auto_batch_size_under_a_limit_keeps_the_global_batch(work):
     # example below the configured run's estimate lets micro-batch 2 fit and 4 not (3 does not divide 4).
     model = tasks.get("causal_lm").load_model(work.path / "models/base", p["seed"], [])
     chunks = datasets.load_from_disk(work.path / "data/chunks").with_format("numpy")
-    prof = memory.profile(model, chunks["train"][0], trainer.collate_blocks)
-    one = memory.estimate(prof, 1, 0, 0, False, heap_slack=True).total
-    per_example = memory.estimate(prof, 2, 0, 0, False, heap_slack=True).total - one
+    prof = estimate.profile(model, chunks["train"][0], trainer.collate_blocks)
+    one = estimate.estimate(prof, 1, 0, 0, False, heap_slack=True).total
+    per_example = estimate.estimate(prof, 2, 0, 0, False, heap_slack=True).total - one
     limit_mb = timing["memory_estimate_mb"] - per_example / MB
-    work.env[memory.LIMIT_ENV] = f"{limit_mb:.1f}"
+    work.env[limits.LIMIT_ENV] = f"{limit_mb:.1f}"
     work.set_params({"train": {"auto_batch_size": True}})
     out = work.stage("train").stdout
     assert "train: micro-batch 2 x 2 accumulation steps (train.auto_batch_size" in out, out[-3000:]
@@ -453,10 +453,10 @@ def test_killed_run_is_reported_then_resumed(work):
 
     work.set_params({"train": {"learning_rate": 2.0e-3}})  # train runs again, from step 0 (new fingerprint)
     ckpts = work.path / "models/checkpoints"
-    marker = work.path / "models/train-in-progress.json"
+    marker_file = work.path / "models/train-in-progress.json"
     killed = kill_when(work, [str(VENV_BIN / "dvc"), "repro"], ckpts / "checkpoint-4" / "trainer_state.json")
     assert killed.returncode == -9, f"repro finished before the kill:\n{killed.stdout[-2000:]}"
-    left = json.loads(marker.read_text())
+    left = json.loads(marker_file.read_text())
     assert left["step"] in (4, 5) and left["max_steps"] == 8 and left["memory_mb"] > 0
     # The checkpoint's fingerprint, written with checkpoint-4, records the micro-batch the run took.
     stamp = json.loads((ckpts / trainer.FINGERPRINT).read_text())
@@ -475,5 +475,5 @@ def test_killed_run_is_reported_then_resumed(work):
     assert re.search(r"resuming from \S*checkpoint-4\b", out), out
     assert json.loads((work.path / "metrics/train_timing.json").read_text())["resumed_from_step"] == 4
     assert json.loads((work.path / "metrics/train.json").read_text())["steps"] == 8
-    assert not marker.exists()
+    assert not marker_file.exists()
     assert "up to date" in work.dvc("status").stdout

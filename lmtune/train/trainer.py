@@ -296,7 +296,7 @@ def write_curves(log_history: list[dict], out_dir: Path) -> None:
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    from lmtune.train.memory import peak_rss
+    from lmtune.train.limits import peak_rss
 
     return peak_rss() / 2**20
 
@@ -331,7 +331,7 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     """Run the Trainer (resuming when allowed).
 
     `callbacks` are added to the Trainer's; `stamp_extra` is recorded beside the fingerprint (e.g. the
-    micro-batch lmtune.train.memory chose). Returns (trainer, deterministic metrics, timing metrics, dvclive
+    micro-batch lmtune.train.plan chose). Returns (trainer, deterministic metrics, timing metrics, dvclive
     temp dir or None on other processes).
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch`; read by the Trainer too
