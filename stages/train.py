@@ -41,7 +41,8 @@ def main() -> None:
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
     plan = planner.preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
-                            where.device, where.dtype, heap_slack=tuned)
+                             where.device, trainer.training_autocast_dtype(p.train.precision, where.device), heap_slack=tuned,
+                             loss_chunk_rows=trainer.loss_chunk_rows(model, p.train, len(chunks["train"])))
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
     if plan.auto and main_process:

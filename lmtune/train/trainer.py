@@ -137,6 +137,32 @@ def collate_blocks(examples: list[dict]) -> dict:
     return batch
 
 
+def lm_loss_kind(model, chunking: bool, compiled: bool, liger: bool) -> str:
+    """"liger" (Liger's fused kernel, CUDA), "chunked" (lmtune.eval.lm_head, for the models it knows) or "plain"
+    (the model's own loss; also under torch.compile, where the hidden-state hook has not been checked)."""
+    if liger:
+        return "liger"
+    return "chunked" if chunking and not compiled and lm_head.parts(model) is not None else "plain"
+
+
+def loss_chunk_rows(model, tp: TrainParams, n_examples: int) -> int | None:
+    """Positions per chunk of the loss the Trainer will use for `model` (None: not chunked), for the preflight."""
+    cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    compiled = hardware.use_torch_compile(tp.torch_compile, cuda, planned_steps(tp, n_examples, world))
+    if lm_loss_kind(model, FiniteLossTrainer.chunked_lm_loss, compiled, liger_available(cuda)) != "chunked":
+        return None
+    return lm_head.chunk_rows(lm_head.head_vocab(lm_head.parts(model)[1]))
+
+
+def training_autocast_dtype(precision: str, device: str):
+    """The autocast dtype of the Trainer's steps on `device` (what precision_flags asks it for), so the
+    preflight profiles the forward pass training runs; None: fp32."""
+    cuda = device == "cuda"
+    flags = precision_flags(precision, cuda, cuda and torch.cuda.is_bf16_supported(), cpu_bf16_here(cuda))
+    return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
+
+
 class FiniteLossTrainer(transformers.Trainer):
     """A Trainer that stops with an error naming the step as soon as one step's loss is NaN or inf.
 
@@ -149,14 +175,10 @@ class FiniteLossTrainer(transformers.Trainer):
     chunked_lm_loss = True
 
     def lm_loss(self) -> str:
-        """Which causal-LM loss the training steps use: "liger" (fused, CUDA), "chunked" or "plain"
-        (torch.compile keeps the model's own: the hidden-state hook is not checked under dynamo)."""
-        if self.args.use_liger_kernel:
-            return "liger"
-        if (self.chunked_lm_loss and not self.args.torch_compile and self.label_smoother is None
-                and self.compute_loss_func is None and lm_head.parts(self.model) is not None):
-            return "chunked"
-        return "plain"
+        """Which causal-LM loss the training steps use (lm_loss_kind)."""
+        if self.label_smoother is not None or self.compute_loss_func is not None:
+            return "plain"
+        return lm_loss_kind(self.model, self.chunked_lm_loss, bool(self.args.torch_compile), self.args.use_liger_kernel)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The Trainer's loss, from chunks of the LM head's logits when lm_loss() says "chunked" (training steps;
