@@ -5,10 +5,12 @@ as much again each. Here the model runs with `logits_to_keep=1` (transformers co
 position only) while a forward hook on its backbone keeps the final hidden states, the LM head's input. The
 loss then runs over chunks of CHUNK_BYTES of logits:
 
-- training (`chunked_loss`): each chunk's logits -> fp32 -> cross-entropy sum inside torch.utils.checkpoint,
-  which keeps only the chunk's hidden states (views of the backbone's output, saved anyway) and recomputes the
-  chunk's logits in the backward pass: one chunk's logits, log-softmax and gradients live at a time, for one
-  more LM-head matmul per step (~5% of SmolLM2's step FLOPs: 576 x 49,152 of its ~135M parameters, of 3 passes);
+- training (`chunked_loss`): for a plain nn.Linear head (GPT-2, Llama and kin), per chunk the logits, the
+  loss and the gradients with respect to the chunk's hidden states and the head's weight are computed in the
+  forward pass and the logits dropped (Liger's scheme; backward only scales the kept gradients): the same three
+  matmuls as the plain loss, one chunk's logits alive at a time. Any other head (a peft LoRA layer or
+  modules_to_save wrapper on it) runs each chunk inside torch.utils.checkpoint, which recomputes the chunk's
+  logits in the backward pass (one more head matmul per step);
 - evaluation (`lmtune.eval.metrics.causal_lm_hidden_stats`): no gradients, so each chunk's logits are simply
   computed, scored and dropped.
 
@@ -90,6 +92,43 @@ def _chunk_nll_sum(head, h, y):
     return F.cross_entropy(head(h).float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+class _LinearHeadNLL(torch.autograd.Function):
+    """Summed NLL of `h @ weight.T` over row chunks, with the gradients computed chunk by chunk in the forward
+    pass (Liger's scheme): per chunk, softmax - one-hot is the gradient of the summed NLL with respect to the
+    logits, so d/dh = g @ W and d/dW += g.T @ h, and the chunk's logits are dropped. Three matmuls per chunk,
+    as the plain loss needs, and no recomputation. Kept for backward: one hidden-sized and one weight-sized
+    gradient, scaled there by the incoming gradient (1 / the token count)."""
+
+    @staticmethod
+    def forward(ctx, flat, weight, targets, rows):
+        # Under autocast the matmuls run in its dtype, as the plain path's lm_head; the loss in fp32 (upcast).
+        want_w = weight.requires_grad
+        grad_h = torch.empty(flat.shape, dtype=flat.dtype, device=flat.device)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        total = torch.zeros((), dtype=torch.float32, device=flat.device)
+        for i in range(0, len(flat), rows):
+            h, y = flat[i:i + rows], targets[i:i + rows]
+            logits = F.linear(h, weight).float()
+            scored = y != IGNORE_INDEX
+            y0 = y.clamp(min=0)[:, None]
+            lse = torch.logsumexp(logits, -1)
+            total += ((lse - logits.gather(1, y0)[:, 0]) * scored).sum()
+            g = logits.sub_(lse[:, None]).exp_()          # softmax, in place of the logits
+            g.scatter_add_(1, y0, -scored[:, None].float())  # minus the one-hot of scored targets
+            g.mul_(scored[:, None])                        # unscored rows: no gradient
+            grad_h[i:i + rows] = F.linear(g, weight.t()).to(flat.dtype)
+            if want_w:
+                grad_w += (g.t() @ h).float()  # under autocast a bf16 matmul, as the plain path's backward
+        ctx.save_for_backward(grad_h, grad_w if want_w else torch.empty(0))
+        ctx.want_w, ctx.w_dtype = want_w, weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_out, (grad_w * grad_out).to(ctx.w_dtype) if ctx.want_w else None, None, None
+
+
 def chunked_loss(hidden: torch.Tensor, head, labels: torch.Tensor, num_items_in_batch=None,
                  rows: int | None = None) -> torch.Tensor:
     """transformers' causal-LM loss of `head(hidden)` against `labels`, a chunk of `rows` positions at a time.
@@ -101,9 +140,12 @@ def chunked_loss(hidden: torch.Tensor, head, labels: torch.Tensor, num_items_in_
     targets = shifted_targets(labels).to(hidden.device)
     flat = hidden.reshape(-1, hidden.size(-1))
     rows = rows or chunk_rows(head_vocab(head))
-    # split: one backward node assembles the chunks' gradients into the hidden states' gradient at once.
-    total = sum(checkpoint(_chunk_nll_sum, head, h, y, use_reentrant=False, preserve_rng_state=False)
-                for h, y in zip(flat.split(rows), targets.split(rows)))
+    if type(head) is torch.nn.Linear and head.bias is None:  # GPT-2's and Llama's heads: gradients in the forward pass
+        total = _LinearHeadNLL.apply(flat, head.weight, targets, rows)
+    else:  # any other module (a peft LoRA layer or modules_to_save wrapper): recompute each chunk in backward
+        # split: one backward node assembles the chunks' gradients into the hidden states' gradient at once.
+        total = sum(checkpoint(_chunk_nll_sum, head, h, y, use_reentrant=False, preserve_rng_state=False)
+                    for h, y in zip(flat.split(rows), targets.split(rows)))
     if num_items_in_batch is None:
         return total / (targets != IGNORE_INDEX).sum()
     if torch.is_tensor(num_items_in_batch):
