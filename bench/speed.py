@@ -102,6 +102,10 @@ def loss_worker(model_dir: Path, kind: str, batch: int, block: int, precision: s
             "logits_mb": batch * block * vocab * 4 / limits.MB}
 
 
+def _each(runs: list[dict]) -> str:
+    return " / ".join(f"{r['tokens_per_s']:.1f}" for r in runs)
+
+
 def precision_row(model_dir: Path, steps: int, repeats: int, work: Path) -> Row:
     runs = {s: [] for s in ("bf16", "fp32")}
     for _ in range(repeats):  # interleaved: a change in the machine's load hits both sides alike
@@ -112,9 +116,8 @@ def precision_row(model_dir: Path, steps: int, repeats: int, work: Path) -> Row:
                f"≥ {PRECISION_TARGET}×", bf16 / fp32 >= PRECISION_TARGET,
                note=(f"median step after the first of {steps} steps, {repeats} fresh process(es) per side, "
                      f"interleaved; train.precision bf16 vs fp32 through lmtune.train.trainer.train "
-                     f"(loss: {runs['bf16'][0]['lm_loss']}); runs (tokens/s) bf16 "
-                     f"{' / '.join(f'{r['tokens_per_s']:.1f}' for r in runs['bf16'])}, fp32 "
-                     f"{' / '.join(f'{r['tokens_per_s']:.1f}' for r in runs['fp32'])}"),
+                     f"(loss: {runs['bf16'][0]['lm_loss']}); runs (tokens/s) bf16 {_each(runs['bf16'])}, "
+                     f"fp32 {_each(runs['fp32'])}"),
                extra={"runs": runs})
 
 
