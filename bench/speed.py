@@ -148,6 +148,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--loss-precision", default=None, help="bf16 | fp32 (default: what auto trains with here)")
+    ap.add_argument("--loss-block", type=int, default=4096, help="positions per block of the loss rows (4 blocks)")
     ap.add_argument("--only", default="precision,loss")
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--smollm2-dir", type=Path, default=Path.home() / ".cache" / "lmtune-bench" / "smollm2")
@@ -163,7 +164,7 @@ def main(argv=None) -> None:
         if "precision" in args.only:
             rows.append(precision_row(smol, args.steps, args.repeats, Path(work)))
         if "loss" in args.only:
-            rows += loss_rows(smol, args.repeats, loss_precision)
+            rows += loss_rows(smol, args.repeats, loss_precision, block=args.loss_block)
     text = table(rows)
     print(text)
     for r in rows:

@@ -51,9 +51,11 @@ from lmtune.train.limits import gb
 ADAMW_STATES = 2           # exp_avg and exp_avg_sq per trainable parameter, each of its dtype
 LOGITS_BUFFERS = 2         # fp32 gradients of the log-softmax and of the logits, live together
 HEAP_SLACK_LOGITS = 3      # logits-sized blocks the tuned glibc heap holds beyond them (module docstring)
-# Chunked loss: in the backward pass of one chunk its recomputed logits, their saved log-softmax and the
-# gradients of both are live together (the forward pass held only the first two, then freed them).
-CHUNKED_LOGITS_BUFFERS = 4
+# Chunked loss (lmtune.eval.lm_head): per chunk its logits (autocast dtype), their fp32 copy turned into the
+# gradient in place, and that gradient in the matmul dtype, plus the hidden-state and weight gradients kept for
+# backward. Measured (bench/memory.py, tiny GPT-2, bf16 autocast, glibc untuned): peak minus the other terms
+# 264 MB with 64 MiB chunks, 451 MB with one 196 MiB chunk (the whole 4 x 256 batch): 3 chunks covers both.
+CHUNKED_LOGITS_BUFFERS = 3
 
 
 # ---- What one step needs -------------------------------------------------------------------------
