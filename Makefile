@@ -35,6 +35,7 @@ $(PLOTS_HTML): $(STAMP) lmtune/cli/plots_template.py
 
 repro: install
 	$(BIN)/dvc repro
+	$(BIN)/python -m lmtune.cli.scratch  # a killed train run's scratch, when DVC restored train instead
 	$(BIN)/python -m lmtune.cli.report
 
 # Tests run in TEST_JOBS pytest-xdist workers; --dist loadfile keeps each file (and its module fixtures,

@@ -61,7 +61,7 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
     base = estimate.weight_bytes(model) if cuda else limits.rss()
     est = estimate.estimate(prof, batch, base, estimate.trainable_bytes(model), checkpointing, tuned and not cuda)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
+        trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench")
     peak = torch.cuda.max_memory_allocated() if cuda else limits.peak_rss()
     return {"estimate_mb": est.total / limits.MB, "measured_mb": peak / limits.MB, "device": device,
             "parts_mb": {k: getattr(est, k) / limits.MB for k in ("base", "gradients", "optimizer", "activations", "logits")}}

@@ -48,7 +48,7 @@ def precision_worker(model_dir: Path, precision: str, steps: int, work: Path) ->
     tok = AutoTokenizer.from_pretrained(model_dir)
     timer = StepTimer()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        _, _, timing, _ = trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
+        _, _, timing = trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench")
     timer.close()
     step = timer.step_seconds()
     return {"step_s": step, "tokens_per_s": batch * block / step, "precision": timing["precision"],

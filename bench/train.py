@@ -108,7 +108,7 @@ def ours(model_dir: Path, blocks, block_size: int, batch_size: int, steps: int, 
     tok = AutoTokenizer.from_pretrained(model_dir)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         trainer.train(model, tok, blocks.with_format("numpy"), None, tp, params.load().seed,
-                       Path(tmp) / "ckpt", "bench", Path(tmp) / "live")
+                       Path(tmp) / "ckpt", "bench")
     return timer.step_seconds()
 
 

@@ -23,6 +23,9 @@ TRAIN_MARKER = MODELS / "train-in-progress.json"
 METRICS = ROOT / "metrics"
 TRAIN_METRICS = METRICS / "train.json"
 TRAIN_TIMING = METRICS / "train_timing.json"  # wall-clock numbers, kept apart so train.json is reproducible
+# Outputs whose bytes change with every run's clock: nothing that must reproduce byte for byte (the exported
+# model card's provenance) may record them.
+WALL_CLOCK = (TRAIN_TIMING,)
 EVAL_BASE = METRICS / "eval_base.json"      # evaluate_base: {"base": ...} (cached apart from experiments)
 BLOCKS_BASE = METRICS / "blocks_base.csv"   # evaluate_base: per validation block (paired comparisons)
 EVAL_METRICS = METRICS / "eval.json"        # evaluate: base and tuned side by side

@@ -23,14 +23,17 @@ TIMINGS = ROOT / "mutants" / "mutation-timings.json"  # seconds per group, from 
 
 # training.py: the pure parts only. train() and FiniteLossTrainer.training_step drive a whole Trainer run
 # (the slow end-to-end and trust tests cover them); peak_memory_mb reads the process's own usage.
-TRAINING_PURE = ["precision_flags", "optimizer_name", "checkpointing_flag", "training_arguments", "collate_blocks", "fingerprint",
-                 "with_world_size", "complete_checkpoint", "_stamp", "resumable_checkpoint", "mean_logged_loss",
-                 "write_curves"]
+TRAINING_PURE = ["precision_flags", "optimizer_name", "checkpointing_flag", "training_arguments", "collate_blocks",
+                 "mean_logged_loss", "write_curves"]
+# checkpoints.py: all but StampOnSave (a Trainer callback, covered through the Trainer in tests/test_memory.py).
+CHECKPOINTS_PURE = ["identity", "fingerprint", "superseded", "complete_checkpoint", "_stamp_record", "_stamp",
+                    "changed_inputs", "resumable_checkpoint"]
 GROUPS = {
     "chunking": ["lmtune.data.chunking.*"],
     "tasks": ["lmtune.tasks.*"],
     "metrics": ["lmtune.eval.metrics.*"],
     "training": [f"lmtune.train.trainer.x_{f}__mutmut_*" for f in TRAINING_PURE],
+    "checkpoints": [f"lmtune.train.checkpoints.x_{f}__mutmut_*" for f in CHECKPOINTS_PURE],
     "params": ["lmtune.params.*"],
 }
 # Statuses mutmut gives (mutmut.stats.status_by_exit_code): a mutant is killed when a test failed on it,
@@ -98,7 +101,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
        for i in (30, 32, 33)},
     **{f"lmtune.train.trainer.x_precision_flags__mutmut_{i}": (
         "fp32", "only bf16 and fp16 set a flag: any other name is fp32") for i in (13, 14)},
-    **{f"lmtune.train.trainer.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
+    **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
     **{f"lmtune.train.trainer.x_training_arguments__mutmut_{i}": ("greater_is_better", GREATER) for i in (25, 59, 95)},
     "lmtune.train.trainer.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
     "lmtune.train.trainer.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),

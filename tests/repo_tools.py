@@ -67,3 +67,22 @@ def kill_when(repo: Repo, cmd: list[str], ready: Path, poll: float = 0.01, timeo
 
 def python_stage(name: str) -> list[str]:
     return [sys.executable, "-m", f"stages.{name}"]
+
+
+def run_until(repo: Repo, cmd: list[str], patterns: tuple[str, ...], timeout: float = 600) -> str:
+    """Start `cmd` in its own process group and SIGKILL the group at the first output line holding one of
+    `patterns` (or when it ends). Returns the output up to there: a stage's decision, without its whole run."""
+    proc = subprocess.Popen(cmd, cwd=repo.path, env={**repo.env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, deadline = [], time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if any(p in line for p in patterns) or time.monotonic() > deadline:
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    return "".join(lines)

@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT, VENV_BIN
 from lmtune.eval import lm_head
 from lmtune.train import estimate, limits, marker, plan
-from lmtune.train import trainer
+from lmtune.train import checkpoints, trainer
 from lmtune.errors import UserError
 from lmtune.params import validate
 
@@ -312,17 +312,17 @@ def test_unfinished_run_message(tmp_path):
 
 def test_fingerprint_is_written_with_the_first_checkpoint_not_before(tmp_path):
     ckpts = tmp_path / "checkpoints"
-    cb = trainer.StampOnSave(ckpts, {"fingerprint": "abc", "micro_batch_size": 2})
+    cb = checkpoints.StampOnSave(ckpts, {"fingerprint": "abc", "micro_batch_size": 2})
     state, control = transformers.TrainerState(), transformers.TrainerControl()
     cb.on_step_end(None, state, control)  # a step without a save: nothing written
     assert not ckpts.exists()
     control.should_save = True  # the step whose checkpoint comes next: stamped before the checkpoint's files
     cb.on_step_end(None, state, control)
-    assert json.loads((ckpts / trainer.FINGERPRINT).read_text()) == {"fingerprint": "abc", "micro_batch_size": 2}
-    assert trainer._stamp(ckpts) == "abc"
-    (ckpts / trainer.FINGERPRINT).unlink()
+    assert json.loads((ckpts / checkpoints.FINGERPRINT).read_text()) == {"fingerprint": "abc", "micro_batch_size": 2}
+    assert checkpoints._stamp(ckpts) == "abc"
+    (ckpts / checkpoints.FINGERPRINT).unlink()
     cb.on_save(None, state, control)  # and on the save itself
-    assert trainer._stamp(ckpts) == "abc"
+    assert checkpoints._stamp(ckpts) == "abc"
 
 
 def test_no_fingerprint_before_the_first_checkpoint_in_a_real_trainer(tmp_path):
@@ -345,10 +345,10 @@ def test_no_fingerprint_before_the_first_checkpoint_in_a_real_trainer(tmp_path):
             seen[state.global_step] = sorted(p.name for p in ckpts.rglob("*")) if ckpts.exists() else None
 
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"a": 0}, unk_token="a")))
-    trainer.train(model, tok, blocks, None, tp, 0, ckpts, "fp", tmp_path / "live", callbacks=[Look()])
+    trainer.train(model, tok, blocks, None, tp, 0, ckpts, "fp", callbacks=[Look()])
     # The Trainer makes its (empty) output folder at the start; nothing goes in before checkpoint-4.
     assert sorted(seen) == [0, 1, 2, 3] and not any(seen.values()), seen
-    assert trainer._stamp(ckpts) is not None and (ckpts / "checkpoint-4" / "trainer_state.json").is_file()
+    assert checkpoints._stamp(ckpts) is not None and (ckpts / "checkpoint-4" / "trainer_state.json").is_file()
 
 
 # --- Slow: measured peaks, and the stage through dvc ---------------------------------------------------
@@ -489,7 +489,7 @@ def test_killed_run_is_reported_then_resumed(work):
     left = json.loads(marker_file.read_text())
     assert left["step"] in (4, 5) and left["max_steps"] == 8 and left["memory_mb"] > 0
     # The checkpoint's fingerprint, written with checkpoint-4, records the micro-batch the run took.
-    stamp = json.loads((ckpts / trainer.FINGERPRINT).read_text())
+    stamp = json.loads((ckpts / checkpoints.FINGERPRINT).read_text())
     assert (stamp["micro_batch_size"], stamp["gradient_accumulation_steps"], stamp["auto_batch_size"]) == (4, 1, False)
 
     checkout = work.dvc("checkout")  # no --force: nothing unsaved sits in a DVC output it must overwrite

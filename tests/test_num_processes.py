@@ -5,6 +5,7 @@ the Trainer is told `use_cpu` (lmtune.train.trainer), so the processes join one 
 is the tiny 2-layer GPT-2, so this fits a 2-core box.
 """
 import json
+import re
 import shutil
 
 import pytest
@@ -31,6 +32,8 @@ def test_exp_run_trains_with_two_cpu_processes_and_does_not_resume_a_one_process
     assert "Running stage 'train'" in out, out[-3000:]
     assert "train: accelerate launch --num_processes 2 " in out, out[-3000:]
     assert "discarding checkpoints in" in out and "different params or data" in out, out[-3000:]
+    # The identity (lmtune.train.checkpoints) names what changed: the process count among it.
+    assert re.search(r"made with different params or data \([^)]*\bworld_size\b", out), out[-3000:]
     assert "resuming from" not in out
 
     timing = json.loads((repo.path / "metrics/train_timing.json").read_text())

@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from lmtune import params, tasks
-from lmtune.train import trainer
+from lmtune.train import checkpoints, trainer
 from lmtune.io import save_tables
 
 IGNORE = -100
@@ -77,7 +77,7 @@ def test_a_training_step_learns_only_from_the_response_tokens(tmp_path, monkeypa
         "max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "eval_steps": 0, "early_stopping_patience": 0,
         "save_steps": 1, "logging_steps": 1, "precision": "fp32", "torch_compile": False})
     ckpts = tmp_path / "checkpoints"
-    trainer.train(model, None, train_ds, None, tp, 0, ckpts, "fp", tmp_path / "live")
+    trainer.train(model, None, train_ds, None, tp, 0, ckpts, "fp")
 
     # The batch order is shuffled: match each row the model saw to its example by the input ids.
     by_ids = {tuple(row["input_ids"].tolist()): label for row, label in zip(train_ds, expected)}
@@ -90,9 +90,8 @@ def test_a_training_step_learns_only_from_the_response_tokens(tmp_path, monkeypa
     scored[:, :-1] = want[:, 1:] != IGNORE
     assert scored.sum() == 6
     assert (grad[~scored] == 0).all() and (grad[scored] > 0).all(), grad
-    # The checkpoint folder is stamped with the fingerprint and the number of processes (1 here).
-    stamp = json.loads((ckpts / trainer.FINGERPRINT).read_text())["fingerprint"]
-    assert stamp == trainer.with_world_size("fp", 1) != trainer.with_world_size("fp", 2)
+    # The checkpoint folder is stamped with the fingerprint it was given (the stage's: checkpoints.identity).
+    assert json.loads((ckpts / checkpoints.FINGERPRINT).read_text())["fingerprint"] == "fp"
 
 
 # ---- training_arguments: every train param reaches the Trainer ------------------------------------
@@ -154,14 +153,15 @@ def test_mean_logged_loss_without_losses_is_none():
     assert trainer.mean_logged_loss([{"eval_loss": 2.0, "step": 4}]) is None
 
 
-def test_fingerprint_covers_file_names_too(tmp_path):
+def test_folder_fingerprint_covers_file_names_too(tmp_path):
+    from lmtune.io import folder_fingerprint
+
     data = tmp_path / "chunks"
     data.mkdir()
     (data / "a.arrow").write_bytes(b"\x00" * 8)
-    tp = params.load().train
-    before = trainer.fingerprint(tp, 0, [data])
+    before = folder_fingerprint(data)
     (data / "a.arrow").rename(data / "b.arrow")  # same bytes, another split or shard name
-    assert trainer.fingerprint(tp, 0, [data]) != before
+    assert folder_fingerprint(data) != before
 
 
 def test_checkpoint_choices_are_printed(tmp_path, capsys):
@@ -170,12 +170,12 @@ def test_checkpoint_choices_are_printed(tmp_path, capsys):
         (ckpts / f"checkpoint-{step}").mkdir(parents=True)
         if complete:
             (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 8}))
-    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "fp"}))
-    assert trainer.resumable_checkpoint(ckpts, "fp") == str(ckpts / "checkpoint-4")
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "fp"}))
+    assert checkpoints.resumable_checkpoint(ckpts, "fp") == str(ckpts / "checkpoint-4")
     out = capsys.readouterr().out.splitlines()
     assert out == [f"discarding incomplete checkpoint {ckpts / 'checkpoint-6'}", f"resuming from {ckpts / 'checkpoint-4'}"]
     (ckpts / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"global_step": 8, "max_steps": 8}))
-    assert trainer.resumable_checkpoint(ckpts, "fp") is None
+    assert checkpoints.resumable_checkpoint(ckpts, "fp") is None
     assert capsys.readouterr().out.splitlines() == [f"discarding checkpoints in {ckpts}: checkpoint-4 already finished training"]
 
 

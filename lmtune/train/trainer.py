@@ -1,31 +1,23 @@
-"""Fine-tuning with the HF Trainer: arguments from params, block collation, resumable checkpoints.
+"""Fine-tuning with the HF Trainer: arguments from params, block collation, the run and its metrics.
 
 The same code runs on one CPU, one GPU, or many processes under `accelerate launch` (the Trainer
 reads the launcher's environment); only the main process writes outputs.
 """
 import dataclasses
-import hashlib
-import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.errors import UserError
 from lmtune.eval import lm_head
-from lmtune.io import atomic_write_json, sweep_temps
 from lmtune.params import TrainParams
-from lmtune.train import hardware
-
-FINGERPRINT = "fingerprint.json"
+from lmtune.train import checkpoints, hardware
 
 
 def precision_flags(precision: str, cuda: bool, bf16_supported: bool, cpu_bf16: bool = False) -> dict:
@@ -208,67 +200,6 @@ class FiniteLossTrainer(transformers.Trainer):
         return loss
 
 
-def fingerprint(tp: TrainParams, seed: int, inputs: list[Path]) -> str:
-    """What a checkpoint depends on: the train params, the seed, and the bytes of the data and base model."""
-    h = hashlib.sha256(json.dumps({"train": tp.model_dump(), "seed": seed}, sort_keys=True).encode())
-    for root in inputs:
-        for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(root)).encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-    return h.hexdigest()
-
-
-def with_world_size(fp: str, world_size: int) -> str:
-    """The number of processes changes the global batch, so a checkpoint only resumes at the same one."""
-    return hashlib.sha256(f"{fp}:world_size={world_size}".encode()).hexdigest()
-
-
-def complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest checkpoint that was fully written; partial ones (a kill mid-save) are removed.
-
-    The Trainer writes trainer_state.json last, and deletes older checkpoints only after it, so a
-    checkpoint without it was interrupted and the previous one is still there.
-    """
-    while (last := get_last_checkpoint(str(ckpt_dir))) is not None:
-        if (Path(last) / "trainer_state.json").is_file():
-            return last
-        print(f"discarding incomplete checkpoint {last}")
-        shutil.rmtree(last)
-    return None
-
-
-def _stamp(ckpt_dir: Path) -> str | None:
-    try:
-        return json.loads((ckpt_dir / FINGERPRINT).read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def resumable_checkpoint(ckpt_dir: Path, fp: str) -> str | None:
-    """The last checkpoint if it was made with the same params and data; otherwise discard the folder."""
-    if not ckpt_dir.is_dir():
-        return None
-    if _stamp(ckpt_dir) == fp:
-        last = complete_checkpoint(ckpt_dir)
-        if last is None:
-            return None
-        state = json.loads((Path(last) / "trainer_state.json").read_text())
-        if state.get("global_step", 0) < state.get("max_steps", 0):
-            print(f"resuming from {last}")
-            return last
-        # The Trainer would run one step past the end from a finished checkpoint; the same params and
-        # data give the same model, so train again from step 0.
-        print(f"discarding checkpoints in {ckpt_dir}: {Path(last).name} already finished training")
-        shutil.rmtree(ckpt_dir)
-        return None
-    if any(ckpt_dir.iterdir()):
-        print(f"discarding checkpoints in {ckpt_dir}: made with different params or data")
-    shutil.rmtree(ckpt_dir)
-    return None
-
-
 def mean_logged_loss(log_history: list[dict]) -> float | None:
     """Step-weighted mean of the logged training losses.
 
@@ -294,7 +225,7 @@ def write_curves(log_history: list[dict], out_dir: Path) -> None:
     """The training curves (dvclive format, x = global step) from the Trainer's log history.
 
     Written once, after training, from the history that checkpoints carry: a resumed run gets the full
-    curves, identical to an uninterrupted run's, and a failed run leaves the previous ones in place.
+    curves, identical to an uninterrupted run's (the stage writes them to a temp dir committed with its other outputs).
     """
     from dvclive import Live
     from dvclive.utils import standardize_metric_name
@@ -323,48 +254,23 @@ def peak_memory_mb() -> float:
     return peak_rss() / 2**20
 
 
-class StampOnSave(transformers.TrainerCallback):
-    """Writes the checkpoint folder's fingerprint.json with the first checkpoint, not before.
+def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str,
+          callbacks=(), stamp_extra: dict | None = None, args: transformers.TrainingArguments | None = None):
+    """Run the Trainer, resuming from `ckpt_dir` when its stamp equals `fp` (lmtune.train.checkpoints).
 
-    At the end of the step whose checkpoint the Trainer is about to save (the Trainer's own flow callback,
-    which runs first, has just set `should_save`), so the stamp is on disk before the checkpoint is: a
-    kill right after the checkpoint is complete still finds it resumable. Before that step the folder is
-    left as it was, so a run killed in its first steps writes nothing there. on_save repeats it for a
-    save that something else asked for.
-    """
-
-    def __init__(self, ckpt_dir: Path, record: dict):
-        self.path, self.record = Path(ckpt_dir) / FINGERPRINT, record
-
-    def _write(self, state):
-        if state.is_world_process_zero and _stamp(self.path.parent) != self.record["fingerprint"]:
-            atomic_write_json(self.path, self.record)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save:
-            self._write(state)
-
-    def on_save(self, args, state, control, **kwargs):
-        self._write(state)
-
-
-def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str, live_dir: Path,
-          callbacks=(), stamp_extra: dict | None = None):
-    """Run the Trainer (resuming when allowed).
-
-    `callbacks` are added to the Trainer's; `stamp_extra` is recorded beside the fingerprint (e.g. the
-    micro-batch lmtune.train.plan chose). Returns (trainer, deterministic metrics, timing metrics, dvclive
-    temp dir or None on other processes).
+    `callbacks` are added to the Trainer's; `stamp_extra` is recorded beside the fingerprint (the identity
+    it hashes, the micro-batch lmtune.train.plan chose); `args`: training_arguments(tp, seed, ckpt_dir)
+    when the caller already built them. Returns (trainer, deterministic metrics, timing metrics).
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch`; read by the Trainer too
-    args = training_arguments(tp, seed, ckpt_dir, planned_steps(tp, len(train_ds), world))
-    fp = with_world_size(fp, args.world_size)
-    resume = resumable_checkpoint(ckpt_dir, fp) if args.process_index == 0 else None
+    args = args or training_arguments(tp, seed, ckpt_dir, planned_steps(tp, len(train_ds), world))
+    now = (stamp_extra or {}).get("identity")
+    resume = checkpoints.resumable_checkpoint(ckpt_dir, fp, now) if args.process_index == 0 else None
     if args.world_size > 1:  # every process must resume from the same place
         from accelerate.utils import broadcast_object_list
 
         resume = broadcast_object_list([resume])[0]
-    callbacks = [*callbacks, StampOnSave(ckpt_dir, {"fingerprint": fp, **(stamp_extra or {})})]
+    callbacks = [*callbacks, checkpoints.StampOnSave(ckpt_dir, {"fingerprint": fp, **(stamp_extra or {})})]
     if tp.early_stopping_patience:
         callbacks.append(transformers.EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
     trainer = FiniteLossTrainer(
@@ -375,13 +281,6 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
     state = trainer.state
-    live_tmp = None
-    if trainer.is_world_process_zero():
-        # Curves go to a temp dir; the stage renames it over `live_dir` with the other outputs.
-        live_dir.parent.mkdir(parents=True, exist_ok=True)
-        sweep_temps(live_dir)  # left by a killed run
-        live_tmp = Path(tempfile.mkdtemp(prefix=f".{live_dir.name}.tmp-", dir=live_dir.parent))
-        write_curves(state.log_history, live_tmp)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     steps_run = state.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)
     block = len(train_ds[0]["input_ids"])
@@ -409,4 +308,4 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
         # Where this run started; kept out of train.json so a resumed run's metrics equal an uninterrupted one's.
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
     }
-    return trainer, metrics, timing, live_tmp
+    return trainer, metrics, timing
