@@ -59,12 +59,10 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
     blocks = datasets.Dataset.from_dict({"input_ids": ids}).with_format("numpy")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    autocast = None
-    if cuda:
-        flags = trainer.precision_flags(tp.precision, True, torch.cuda.is_bf16_supported())
-        autocast = torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
-    # The stage's preflight, term by term.
-    prof = estimate.profile(model, blocks[0], trainer.collate_blocks, device, autocast)
+    autocast = trainer.training_autocast_dtype(tp.precision, device)
+    # The stage's preflight, term by term (the chunked loss's logits term where the Trainer will chunk it).
+    prof = estimate.profile(model, blocks[0], trainer.collate_blocks, device, autocast,
+                            trainer.loss_chunk_rows(model, tp, len(blocks)))
     base = estimate.weight_bytes(model) if cuda else limits.rss()
     est = estimate.estimate(prof, batch, base, estimate.trainable_bytes(model), checkpointing, tuned and not cuda)
     # Under FSDP / ZeRO (bench_sharded): one process's share, as lmtune.train.plan.preflight takes it.

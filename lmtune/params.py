@@ -205,7 +205,8 @@ class TrainParams(Strict):
     save_total_limit: PosInt
     logging_steps: PosInt
     dataloader_workers: NonNegInt
-    torch_compile: bool
+    # auto: compiled on CUDA for runs long enough to repay the compile time, never on CPU (lmtune.train.hardware)
+    torch_compile: Literal["auto"] | bool
     # > 1, or an accelerate config file: the stage re-starts itself under `accelerate launch` (lmtune/train/launch.py).
     # The world size (all processes on all machines); batch_size is per process.
     num_processes: PosInt

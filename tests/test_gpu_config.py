@@ -5,7 +5,7 @@ import torch
 import transformers
 
 from lmtune import params
-from lmtune.train import trainer
+from lmtune.train import hardware, trainer
 from lmtune.errors import UserError
 
 
@@ -37,6 +37,7 @@ def recorded_args(monkeypatch, tmp_path):
     def run(cuda: bool, bf16_ok: bool = True, **train_overrides):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+        monkeypatch.setattr(trainer, "cpu_bf16_here", lambda cuda: False)  # a CPU without native bf16 (tests/test_hardware.py)
         monkeypatch.setattr(trainer.transformers, "TrainingArguments", lambda **kw: kw)
         tp = params.load().train.model_copy(update=train_overrides)
         return trainer.training_arguments(tp, 0, tmp_path)
@@ -57,7 +58,7 @@ def test_older_gpu_gets_fp16(recorded_args):
     assert (kw["bf16"], kw["fp16"]) == (False, True)
 
 
-def test_cpu_gets_no_pinning_fp32_and_fused_adamw_where_torch_has_it(recorded_args, monkeypatch):
+def test_cpu_without_native_bf16_gets_no_pinning_fp32_and_fused_adamw_where_torch_has_it(recorded_args, monkeypatch):
     kw = recorded_args(cuda=False, precision="auto")
     assert kw["optim"] == "adamw_torch_fused"  # torch >= 2.4 has a fused CPU AdamW
     assert kw["dataloader_pin_memory"] is False
@@ -76,7 +77,8 @@ def test_default_params_on_this_machine_build_real_training_arguments(tmp_path):
     args = trainer.training_arguments(params.load().train, 0, tmp_path)
     assert isinstance(args, transformers.TrainingArguments)
     if not torch.cuda.is_available():
-        assert (args.bf16, args.fp16, args.optim.value, args.dataloader_pin_memory) == (False, False, "adamw_torch_fused", False)
+        native = hardware.cpu_native_bf16(hardware.cpu_flags())  # auto: bf16 autocast on CPUs that have it
+        assert (args.bf16, args.fp16, args.optim.value, args.dataloader_pin_memory) == (native, False, "adamw_torch_fused", False)
 
 
 def _save(config, path):

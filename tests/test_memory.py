@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import transformers
 import yaml
 
 from conftest import ROOT, VENV_BIN
+from lmtune.eval import lm_head
 from lmtune.train import estimate, limits, marker, plan
 from lmtune.train import checkpoints, trainer
 from lmtune.errors import UserError
@@ -126,6 +128,32 @@ def test_estimate_adds_gradients_adamw_activations_and_logits():
     assert e.total == 1000 * MB + 200 * MB + 400 * MB + 410 * MB + e.logits
     ckpt = estimate.estimate(PROFILE, 4, 1000 * MB, 200 * MB, checkpointing=True)
     assert ckpt.activations == 10 * MB + 4 * 20 * MB and ckpt.total < e.total
+
+
+def test_chunked_loss_holds_a_fixed_number_of_chunks_whatever_the_batch():
+    import dataclasses
+
+    chunked = dataclasses.replace(PROFILE, chunk_logits=8 * MB)  # 8 MB chunks of a 50 MB-per-example logits
+    for batch in (1, 4, 64):
+        e = estimate.estimate(chunked, batch, 0, 0, False)
+        assert e.logits == estimate.CHUNKED_LOGITS_BUFFERS * 8 * MB
+    slack = estimate.estimate(chunked, 4, 0, 0, False, heap_slack=True)  # chunks stay in the tuned heap
+    assert slack.logits == (estimate.CHUNKED_LOGITS_BUFFERS + estimate.HEAP_SLACK_LOGITS) * 8 * MB
+    small = dataclasses.replace(PROFILE, logits_per_sample=2 * MB, chunk_logits=8 * MB)  # all logits < one chunk
+    assert estimate.estimate(small, 3, 0, 0, False).logits == estimate.CHUNKED_LOGITS_BUFFERS * 6 * MB
+
+
+def test_chunked_profile_counts_no_whole_log_softmax():
+    """The fake pass of the chunked loss runs without labels: the model's own loss (and its saved fp32
+    log-softmax, batch x block x vocab) is not counted; the chunk size is rows x vocab in fp32."""
+    model = tiny_gpt2(n_positions=64, dropout=0.0)
+    example = {"input_ids": np.arange(64, dtype=np.int64) % 50}
+    plain = estimate.profile(model, example, trainer.collate_blocks)
+    chunked = estimate.profile(model, example, trainer.collate_blocks, loss_chunk_rows=16)
+    vocab = model.config.vocab_size
+    # the fp32 log-softmax, and the shifted int64 targets (< 64 x 8 bytes)
+    assert 0 <= plain.per_sample - chunked.per_sample - 64 * vocab * 4 <= 64 * 8
+    assert chunked.chunk_logits == 16 * vocab * 4 and plain.chunk_logits == 0
 
 
 def test_largest_fitting_divisor_keeps_the_global_batch_exact():
@@ -348,7 +376,9 @@ def test_estimate_against_the_measured_peak(tmp_path_factory, batch, block):
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["device"] == "cpu"
     vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
-    assert r["parts_mb"]["logits"] == pytest.approx(estimate.LOGITS_BUFFERS * batch * block * vocab * 4 / MB)  # no slack
+    # The Trainer's chunked loss: a fixed number of chunk-sized logits buffers, whatever the shape; no slack.
+    rows = min(lm_head.chunk_rows(vocab), batch * block)
+    assert r["parts_mb"]["logits"] == pytest.approx(estimate.CHUNKED_LOGITS_BUFFERS * rows * vocab * 4 / MB)
     assert within_target(r["estimate_mb"], r["measured_mb"]), r
     assert 0.9 <= r["estimate_mb"] / r["measured_mb"] <= 1.25, r  # the same bounds, spelled out
 

@@ -52,22 +52,28 @@ def instruction_chunks(tmp_path):
     return datasets.load_from_disk(tmp_path / "chunks")["train"].with_format("numpy"), expected
 
 
-def test_a_training_step_learns_only_from_the_response_tokens(tmp_path):
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked-loss", "model-loss"])
+def test_a_training_step_learns_only_from_the_response_tokens(tmp_path, monkeypatch, chunked):
     train_ds, expected = instruction_chunks(tmp_path)
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2)
     model = transformers.GPT2LMHeadModel(config)
     seen = {}
+    compute_loss = trainer.FiniteLossTrainer.compute_loss
 
-    def keep_labels(module, args, kwargs):
-        seen["input_ids"], seen["labels"] = kwargs["input_ids"].clone(), kwargs["labels"].clone()
+    def keep_labels(self, model, inputs, *args, **kwargs):
+        seen["input_ids"], seen["labels"] = inputs["input_ids"].clone(), inputs["labels"].clone()
+        return compute_loss(self, model, inputs, *args, **kwargs)
 
-    def keep_logits(module, args, out):
-        out.retain_grad()  # the gradient of the step's loss with respect to each position's logits
-        seen["logits"] = out
+    def keep_hidden(module, args, out):
+        # The gradient of the step's loss with respect to each position's final hidden state, the LM head's
+        # input (the chunked loss never makes the whole logits; zero here iff zero at that position's logits).
+        out.last_hidden_state.retain_grad()
+        seen["hidden"] = out.last_hidden_state
 
-    model.register_forward_pre_hook(keep_labels, with_kwargs=True)
-    model.lm_head.register_forward_hook(keep_logits)
+    monkeypatch.setattr(trainer.FiniteLossTrainer, "compute_loss", keep_labels)
+    monkeypatch.setattr(trainer.FiniteLossTrainer, "chunked_lm_loss", chunked)
+    model.transformer.register_forward_hook(keep_hidden)
     tp = params.load().train.model_copy(update={
         "max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "eval_steps": 0, "early_stopping_patience": 0,
         "save_steps": 1, "logging_steps": 1, "precision": "fp32", "torch_compile": False})
@@ -80,7 +86,7 @@ def test_a_training_step_learns_only_from_the_response_tokens(tmp_path):
     assert seen["labels"].tolist() == want.tolist()
     # Logits at position i predict token i + 1: a zero gradient wherever that token is a prompt or padding
     # token (and at the last position, which predicts nothing), a non-zero one wherever it is a target.
-    grad = seen["logits"].grad.abs().sum(-1)
+    grad = seen["hidden"].grad.abs().sum(-1)
     scored = torch.zeros_like(want, dtype=torch.bool)
     scored[:, :-1] = want[:, 1:] != IGNORE
     assert scored.sum() == 6

@@ -79,19 +79,35 @@ def causal_lm_batch_stats(logits: torch.Tensor, labels: torch.Tensor, per_block:
     # (batch, seq, vocab) tensor (400 MB for SmolLM2 at batch 8 x 256); the last position gets label
     # -100 instead, as transformers' ForCausalLMLoss does.
     flat = logits.reshape(-1, vocab)
-    targets = F.pad(labels[..., 1:].long(), (0, 1), value=IGNORE_INDEX).reshape(-1).to(flat.device)
     rows = len(flat) if flat.is_cuda else max(1, _CPU_CHUNK_BYTES // (4 * vocab))
-    nll_sum = torch.zeros((), dtype=torch.float64, device=flat.device)
-    n_correct = torch.zeros((), dtype=torch.long, device=flat.device)
-    for i in range(0, len(flat), rows):
+    return _rows_stats(lambda i: flat[i:i + rows], len(flat), rows, labels, logits.size(1), per_block, flat.device)
+
+
+def causal_lm_hidden_stats(hidden: torch.Tensor, head, labels: torch.Tensor, per_block: torch.Tensor | None = None,
+                           rows: int | None = None) -> tuple[float, int, int]:
+    """causal_lm_batch_stats of the logits `head(hidden)`, computed `rows` positions at a time (lmtune.eval.lm_head):
+    the whole batch's logits never exist. hidden: (batch, seq, hidden) final hidden states."""
+    from lmtune.eval import lm_head
+
+    flat = hidden.reshape(-1, hidden.size(-1))
+    rows = rows or lm_head.chunk_rows(lm_head.head_vocab(head))
+    return _rows_stats(lambda i: head(flat[i:i + rows]), len(flat), rows, labels, hidden.size(1), per_block, flat.device)
+
+
+def _rows_stats(logit_rows, n_rows: int, rows: int, labels, seq: int, per_block, device) -> tuple[float, int, int]:
+    """The sums of causal_lm_batch_stats over the flattened batch, `logit_rows(i)` giving rows i:i+rows' logits."""
+    targets = F.pad(labels[..., 1:].long(), (0, 1), value=IGNORE_INDEX).reshape(-1).to(device)
+    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, n_rows, rows):
         # float32: bf16/fp16 log-softmax over a large vocabulary loses precision in the loss.
-        x, y = flat[i:i + rows].float(), targets[i:i + rows]
+        x, y = logit_rows(i).float(), targets[i:i + rows]
         # Per-token NLL in float32, summed in float64: even a float32 sum of 30 ~ln(V) terms is off by
         # ~1e-6 relative. Sum, not mean: the metric weights batches by token count; ignored rows add 0.
         nll = F.cross_entropy(x, y, ignore_index=IGNORE_INDEX, reduction="none").double()
         nll_sum += nll.sum()
         if per_block is not None:  # row i of the flattened batch belongs to block i // seq
-            per_block.index_add_(0, torch.arange(i, i + len(nll), device=nll.device) // logits.size(1), nll)
+            per_block.index_add_(0, torch.arange(i, i + len(nll), device=nll.device) // seq, nll)
         # argmax == label, exactly (ties included): only rows whose target logit reaches the row max
         # can be correct; amax finds them in one vectorised pass (~4x faster than argmax on CPU), and
         # argmax runs on those few rows to settle ties as argmax would (first maximum wins).
@@ -135,7 +151,8 @@ def _run_eval(model, loader, step, autocast=None, desc: str | None = None) -> No
 
 
 def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_token_id: int = 0,
-                       byte_lengths: torch.Tensor | None = None, autocast=None, desc: str | None = None) -> dict:
+                       byte_lengths: torch.Tensor | None = None, autocast=None, desc: str | None = None,
+                       chunked: bool = True) -> dict:
     """Token-weighted loss, perplexity and next-token accuracy of a causal LM over `dataset`.
 
     Items are dicts with input_ids and optionally labels / attention_mask. Without labels, the
@@ -146,7 +163,12 @@ def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_
     With `byte_lengths` (UTF-8 bytes per token id, `token_byte_lengths`) it adds "n_bytes" and
     "bits_per_byte" (summed NLL / ln 2 / bytes of the scored tokens, comparable across tokenizers), and
     "blocks": per item (block) its summed NLL, scored tokens and their bytes, in dataset order.
+    chunked: score the LM head a chunk of positions at a time (lmtune.eval.lm_head; models it knows), so the
+    batch's logits never exist whole; the numbers equal the plain path's (tests/test_lm_head.py).
     """
+    from lmtune.eval import lm_head
+
+    head_parts = lm_head.parts(model) if chunked else None
     ppl_metric, acc_metric = load_metric("perplexity_from_nll"), load_metric("token_accuracy")
     blocks = {"nll": [], "n_tokens": [], "n_bytes": []}
 
@@ -159,10 +181,15 @@ def evaluate_causal_lm(model, dataset, batch_size: int, *, collate_fn=None, pad_
                 labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
         # Packed rows (lmtune.data.packing) carry position_ids and no attention mask: transformers then keeps
         # each example's attention to itself, but only without a KV cache (a cache turns its detection off).
-        logits = model(input_ids=batch["input_ids"], attention_mask=attention_mask,
-                       position_ids=batch.get("position_ids"), use_cache=False).logits
-        per_block = torch.zeros(len(labels), dtype=torch.float64, device=logits.device)
-        nll_sum, n_correct, n_tokens = causal_lm_batch_stats(logits, labels, per_block)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": attention_mask,
+                  "position_ids": batch.get("position_ids"), "use_cache": False}
+        per_block = torch.zeros(len(labels), dtype=torch.float64, device=batch["input_ids"].device)
+        if head_parts is not None:
+            backbone, head = head_parts
+            hidden = lm_head.hidden_states(model, backbone, inputs)
+            nll_sum, n_correct, n_tokens = causal_lm_hidden_stats(hidden, head, labels, per_block)
+        else:
+            nll_sum, n_correct, n_tokens = causal_lm_batch_stats(model(**inputs).logits, labels, per_block)
         ppl_metric.add_batch(nll_sum=[nll_sum], n_tokens=[n_tokens])
         acc_metric.add_batch(n_correct=[n_correct], n_tokens=[n_tokens])
         if byte_lengths is not None:

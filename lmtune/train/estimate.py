@@ -21,6 +21,9 @@ The rest is arithmetic on what the run holds anyway, measured where it can be:
                        pass the fp32 gradients of the loss's log-softmax and of its input exist
                        together, beside the saved log-softmax itself (counted in activations): 2.
                        On CPU with lmtune.allocator's glibc tuning, HEAP_SLACK_LOGITS more: see below.
+                       With the chunked loss (lmtune.eval.lm_head, the Trainer's default for the models
+                       it knows): CHUNKED_LOGITS_BUFFERS x one chunk's fp32 logits, whatever the batch and
+                       block, and the fake pass runs without labels (no whole log-softmax is saved).
 
 Heap slack (CPU, tuned allocator): torch asks glibc for 64-byte-aligned memory, so glibc carves each
 block from a slightly larger free chunk, and a freed logits-sized hole is a few bytes too small for the
@@ -48,6 +51,11 @@ from lmtune.train.limits import gb
 ADAMW_STATES = 2           # exp_avg and exp_avg_sq per trainable parameter, each of its dtype
 LOGITS_BUFFERS = 2         # fp32 gradients of the log-softmax and of the logits, live together
 HEAP_SLACK_LOGITS = 3      # logits-sized blocks the tuned glibc heap holds beyond them (module docstring)
+# Chunked loss (lmtune.eval.lm_head): per chunk its logits (autocast dtype), their fp32 copy turned into the
+# gradient in place, and that gradient in the matmul dtype, plus the hidden-state and weight gradients kept for
+# backward. Measured (bench/memory.py, tiny GPT-2, bf16 autocast, glibc untuned): peak minus the other terms
+# 264 MB with 64 MiB chunks, 451 MB with one 196 MiB chunk (the whole 4 x 256 batch): 3 chunks covers both.
+CHUNKED_LOGITS_BUFFERS = 3
 
 
 # ---- What one step needs -------------------------------------------------------------------------
@@ -65,6 +73,14 @@ class Profile:
     fixed_checkpointed: int
     per_sample_checkpointed: int
     logits_per_sample: int  # one example's logits in fp32 (the loss upcasts them)
+    chunk_logits: int = 0   # one chunk's fp32 logits when the loss is chunked (lmtune.eval.lm_head); 0: plain loss
+
+    def logits(self, batch: int) -> tuple[int, int]:
+        """(bytes of one logits-sized buffer, how many the step holds beside the activations) at `batch`."""
+        whole = self.logits_per_sample * batch
+        if self.chunk_logits:
+            return min(self.chunk_logits, whole), CHUNKED_LOGITS_BUFFERS
+        return whole, LOGITS_BUFFERS
 
     def activations(self, batch: int, checkpointing: bool) -> int:
         if checkpointing:
@@ -97,14 +113,14 @@ def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, chec
     heap_slack: the process runs with lmtune.allocator's glibc tuning (CPU)."""
     from lmtune.allocator import MMAP_THRESHOLD
 
-    in_heap = heap_slack and profile.logits_per_sample * batch < MMAP_THRESHOLD
-    buffers = LOGITS_BUFFERS + (HEAP_SLACK_LOGITS if in_heap else 0)
+    size, buffers = profile.logits(batch)
+    buffers += HEAP_SLACK_LOGITS if heap_slack and size < MMAP_THRESHOLD else 0
     return Estimate(
         batch=batch, block=profile.block, base=base,
         gradients=trainable_bytes,
         optimizer=ADAMW_STATES * trainable_bytes,
         activations=profile.activations(batch, checkpointing),
-        logits=int(buffers * profile.logits_per_sample * batch),
+        logits=int(buffers * size),
     )
 
 
@@ -182,15 +198,23 @@ def saved_bytes(model, inputs: dict, device: str = "cpu", autocast_dtype=None) -
     return total, checkpointed, out.logits.numel()
 
 
-def profile(model, example: dict, collate, device: str = "cpu", autocast_dtype=None) -> Profile:
-    """The model's activation line, from fake passes at micro-batch 1 and 2 of `example` (one dataset row)."""
-    one = collate([example])
+def profile(model, example: dict, collate, device: str = "cpu", autocast_dtype=None,
+            loss_chunk_rows: int | None = None) -> Profile:
+    """The model's activation line, from fake passes at micro-batch 1 and 2 of `example` (one dataset row).
+    loss_chunk_rows: the Trainer's loss runs that many positions at a time (lmtune.eval.lm_head.chunk_rows);
+    None: the model's own loss over the whole logits."""
+    def batch(n):
+        b = collate([example] * n)
+        return {k: v for k, v in b.items() if k != "labels"} if loss_chunk_rows else b
+
+    one = batch(1)
     block = int(one["input_ids"].shape[-1])
     s1, c1, logits = saved_bytes(model, one, device, autocast_dtype)
-    s2, c2, _ = saved_bytes(model, collate([example, example]), device, autocast_dtype)
+    s2, c2, _ = saved_bytes(model, batch(2), device, autocast_dtype)
     # The loss works on fp32 logits whatever the model's dtype: 4 bytes each.
+    chunk = 4 * (logits // block) * loss_chunk_rows if loss_chunk_rows else 0
     return Profile(block=block, fixed=2 * s1 - s2, per_sample=s2 - s1, fixed_checkpointed=2 * c1 - c2,
-                   per_sample_checkpointed=c2 - c1, logits_per_sample=4 * logits)
+                   per_sample_checkpointed=c2 - c1, logits_per_sample=4 * logits, chunk_logits=chunk)
 
 
 def trainable_bytes(model) -> int:

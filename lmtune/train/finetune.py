@@ -43,13 +43,15 @@ def fine_tune(p, task, final_dir: Path, curves_dir: Path) -> tuple[dict, dict]:
     # line before anything is written; the global batch never changes.
     where = device.current(p.train.precision)
     plan = preflight(model, chunks["train"][0], trainer.collate_blocks, p.train, p.lora.enabled,
-                     where.device, where.dtype, heap_slack=tuned)
+                     where.device, trainer.training_autocast_dtype(p.train.precision, where.device), heap_slack=tuned,
+                     loss_chunk_rows=trainer.loss_chunk_rows(model, p.train, len(chunks["train"])))
     tp = p.train.model_copy(update={"batch_size": plan.batch_size,
                                     "gradient_accumulation_steps": plan.gradient_accumulation_steps})
     if plan.auto and main:
         print(f"train: micro-batch {plan.batch_size} x {plan.gradient_accumulation_steps} accumulation steps "
               f"(train.auto_batch_size; estimated peak {plan.estimate_mb:,.0f} MB of {plan.limit_mb or 0:,.0f} MB)", flush=True)
-    args = trainer.training_arguments(tp, p.seed, paths.CHECKPOINTS)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    args = trainer.training_arguments(tp, p.seed, paths.CHECKPOINTS, trainer.planned_steps(tp, len(chunks["train"]), world))
     ident = checkpoints.identity(p, tp, args.world_size)
     with RunMarker(paths.TRAIN_MARKER, plan, where.device, enabled=main) as marker:
         hf_trainer, metrics, timing = trainer.train(

@@ -88,11 +88,12 @@ def decide(tp, prof: Profile, base: int, trainable: int, limit: Limit, lora: boo
 
 
 def preflight(model, example: dict, collate, tp, lora: bool = False, device: str = "cpu", autocast_dtype=None,
-              heap_slack: bool = False, environ=os.environ) -> Plan:
+              heap_slack: bool = False, environ=os.environ, loss_chunk_rows: int | None = None) -> Plan:
     """Estimate the configured step's peak before the first step and compare it with what this process
-    may use. Raises UserError (one line naming the keys to change) when it will not fit."""
+    may use. Raises UserError (one line naming the keys to change) when it will not fit.
+    loss_chunk_rows: the chunked loss's positions per chunk (lmtune.train.trainer.loss_chunk_rows)."""
     limit = process_limit(device, environ)
-    prof = profile(model, example, collate, device if device == "cuda" else "cpu", autocast_dtype)
+    prof = profile(model, example, collate, device if device == "cuda" else "cpu", autocast_dtype, loss_chunk_rows)
     base = weight_bytes(model) if device == "cuda" else rss()
     share = functools.partial(per_process, sh=sharding(environ), weights=weight_bytes(model),
                               gathered=gathered_bytes(model), cuda=device == "cuda")

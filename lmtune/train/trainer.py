@@ -15,14 +15,16 @@ import torch
 import transformers
 
 from lmtune.errors import UserError
+from lmtune.eval import lm_head
 from lmtune.params import TrainParams
-from lmtune.train import checkpoints
+from lmtune.train import checkpoints, hardware
 
 
-def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict:
-    """`auto`: bf16 where the GPU supports it, fp16 on other GPUs, fp32 on CPU."""
-    if precision == "auto":
-        precision = ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
+def precision_flags(precision: str, cuda: bool, bf16_supported: bool, cpu_bf16: bool = False) -> dict:
+    """`auto`: bf16 where the GPU supports it, fp16 on other GPUs, bf16 autocast on CPUs with native bf16
+    (cpu_bf16: lmtune.train.hardware.cpu_native_bf16), fp32 on other CPUs. Evaluation stays fp32 on CPU
+    under auto (lmtune.device): its numbers stay exact and comparable across machines."""
+    precision = hardware.train_precision(precision, cuda, bf16_supported, cpu_bf16)
     if precision == "fp16" and not cuda:
         raise UserError("train.precision: fp16 needs a CUDA GPU (use auto or fp32 on CPU)")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
@@ -48,7 +50,31 @@ def checkpointing_flag(on: bool, args_class=None) -> dict:
     return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
 
 
-def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transformers.TrainingArguments:
+def cpu_bf16_here(cuda: bool) -> bool:
+    """This machine trains in bf16 under `train.precision: auto` without a GPU (no MPS, a CPU with native bf16)."""
+    return not cuda and not torch.backends.mps.is_available() and hardware.cpu_native_bf16(hardware.cpu_flags())
+
+
+def liger_available(cuda: bool) -> bool:
+    """Liger's fused linear cross-entropy (Triton, CUDA only) is installed: the Trainer applies it
+    (TrainingArguments.use_liger_kernel). Not installed by this project and not yet run by it."""
+    import importlib.util
+
+    return cuda and importlib.util.find_spec("liger_kernel") is not None
+
+
+def planned_steps(tp: TrainParams, n_examples: int, world_size: int = 1) -> int:
+    """The optimizer steps the Trainer will run: max_steps, else epochs over the examples (the Trainer's
+    arithmetic: the last partial batch kept, a partial accumulation window counted as a step)."""
+    if tp.max_steps > 0:
+        return tp.max_steps
+    batches = math.ceil(n_examples / (tp.batch_size * world_size))
+    return math.ceil(math.ceil(batches / tp.gradient_accumulation_steps) * tp.epochs)
+
+
+def training_arguments(tp: TrainParams, seed: int, output_dir: Path,
+                       planned_steps: int | None = None) -> transformers.TrainingArguments:
+    """planned_steps: the run's optimizer steps, for `train.torch_compile: auto` (None: unknown, no compile)."""
     cuda = torch.cuda.is_available()
     evaluating = tp.eval_steps > 0
     return transformers.TrainingArguments(
@@ -65,7 +91,7 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         warmup_steps=tp.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
         lr_scheduler_type=tp.lr_scheduler,
         max_grad_norm=tp.max_grad_norm,
-        **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
+        **precision_flags(tp.precision, cuda, cuda and torch.cuda.is_bf16_supported(), cpu_bf16_here(cuda)),
         **checkpointing_flag(tp.gradient_checkpointing),
         eval_strategy="steps" if evaluating else "no",
         eval_steps=tp.eval_steps or None,
@@ -86,7 +112,8 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path) -> transfor
         dataloader_num_workers=tp.dataloader_workers,
         dataloader_pin_memory=cuda,
         optim=optimizer_name(cuda),
-        torch_compile=tp.torch_compile,
+        torch_compile=hardware.use_torch_compile(tp.torch_compile, cuda, planned_steps),
+        **({"use_liger_kernel": True} if liger_available(cuda) else {}),
         # A progress bar (steps, ETA; each logged loss printed above it) on a terminal; plain log lines otherwise.
         disable_tqdm=not sys.stderr.isatty(),
         # Without a GPU, say so: then `accelerate launch --multi_gpu`/torchrun processes on CPUs join one
@@ -122,6 +149,39 @@ def fsdp_on_cpu(accelerator, environ) -> bool:
     return True
 
 
+def lm_loss_kind(model, chunking: bool, compiled: bool, liger: bool, sharded: bool = False) -> str:
+    """"liger" (Liger's fused kernel, CUDA), "chunked" (lmtune.eval.lm_head, for the models it knows) or "plain"
+    (the model's own loss; also under torch.compile, where the hidden-state hook has not been checked, and under
+    FSDP/DeepSpeed, whose sharded head weights are gathered only inside the model's own forward)."""
+    if liger:
+        return "liger"
+    usable = chunking and not compiled and not sharded and lm_head.parts(model) is not None
+    return "chunked" if usable else "plain"
+
+
+def sharded_launch(environ=os.environ) -> bool:
+    """Whether accelerate launched this process with FSDP or DeepSpeed (its launcher's environment)."""
+    return any(environ.get(k, "false").lower() == "true" for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
+def loss_chunk_rows(model, tp: TrainParams, n_examples: int) -> int | None:
+    """Positions per chunk of the loss the Trainer will use for `model` (None: not chunked), for the preflight."""
+    cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    compiled = hardware.use_torch_compile(tp.torch_compile, cuda, planned_steps(tp, n_examples, world))
+    if lm_loss_kind(model, FiniteLossTrainer.chunked_lm_loss, compiled, liger_available(cuda), sharded_launch()) != "chunked":
+        return None
+    return lm_head.chunk_rows(lm_head.head_vocab(lm_head.parts(model)[1]))
+
+
+def training_autocast_dtype(precision: str, device: str):
+    """The autocast dtype of the Trainer's steps on `device` (what precision_flags asks it for), so the
+    preflight profiles the forward pass training runs; None: fp32."""
+    cuda = device == "cuda"
+    flags = precision_flags(precision, cuda, cuda and torch.cuda.is_bf16_supported(), cpu_bf16_here(cuda))
+    return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else None
+
+
 class FiniteLossTrainer(transformers.Trainer):
     """A Trainer that stops with an error naming the step as soon as one step's loss is NaN or inf.
 
@@ -134,6 +194,33 @@ class FiniteLossTrainer(transformers.Trainer):
         super().create_accelerator_and_postprocess()
         if fsdp_on_cpu(self.accelerator, os.environ):
             self.is_fsdp_enabled = True  # what the Trainer sets from the state on GPUs
+
+    # The causal-LM loss a chunk of positions at a time (lmtune.eval.lm_head) where it applies; False: the model's own.
+    chunked_lm_loss = True
+
+    def lm_loss(self) -> str:
+        """Which causal-LM loss the training steps use (lm_loss_kind)."""
+        if self.label_smoother is not None or self.compute_loss_func is not None:
+            return "plain"
+        return lm_loss_kind(self.model, self.chunked_lm_loss, bool(self.args.torch_compile), self.args.use_liger_kernel,
+                            self.is_fsdp_enabled or self.is_deepspeed_enabled)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The Trainer's loss, from chunks of the LM head's logits when lm_loss() says "chunked" (training steps;
+        evaluation during training asks for the outputs and gets the plain path). The result is what the
+        model's own loss would be: the same label shift, -100 and num_items_in_batch normalisation."""
+        if return_outputs or "labels" not in inputs or self.lm_loss() != "chunked":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        backbone, head = lm_head.parts(model)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        hidden = lm_head.hidden_states(model, backbone, inputs)
+        loss = lm_head.chunked_loss(hidden, head, labels, num_items_in_batch)
+        # As Trainer.compute_loss: a loss normalised by the token count over all processes is scaled back up,
+        # since DDP averages the gradients over them.
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -254,7 +341,8 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
     it hashes, the micro-batch lmtune.train.plan chose); `args`: training_arguments(tp, seed, ckpt_dir)
     when the caller already built them. Returns (trainer, deterministic metrics, timing metrics).
     """
-    args = args or training_arguments(tp, seed, ckpt_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by `accelerate launch`; read by the Trainer too
+    args = args or training_arguments(tp, seed, ckpt_dir, planned_steps(tp, len(train_ds), world))
     now = (stamp_extra or {}).get("identity")
     resume = checkpoints.resumable_checkpoint(ckpt_dir, fp, now) if args.process_index == 0 else None
     if args.world_size > 1:  # every process must resume from the same place
@@ -291,6 +379,11 @@ def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "device": str(args.device),
         "world_size": args.world_size,
+        # What made this speed: the training precision (train.precision resolved on this machine), whether
+        # torch.compile ran (train.torch_compile resolved) and which causal-LM loss (FiniteLossTrainer.lm_loss).
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "torch_compile": bool(args.torch_compile),
+        "lm_loss": trainer.lm_loss(),
         # Where this run started; kept out of train.json so a resumed run's metrics equal an uninterrupted one's.
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
     }

@@ -1,0 +1,137 @@
+"""The default-params row of `make gpu-check` (issue 23): GPT-2 124M trained through lmtune.train.trainer with
+params.yaml's train section as a user gets it (no flags), its tokens/s and MFU against the measured bf16 matmul
+peak. Two rows, because `train.torch_compile: auto` depends on the run's length (lmtune.train.hardware): the
+defaults as resolved for this short timing run, and as resolved for a run of COMPILE_MIN_STEPS steps or more.
+
+Self-contained so that bench/gpu_check.py calls one function, `rows(work)`, and prints its markdown:
+
+    python -m bench.gpu_mfu [WORK_DIR]        # one CUDA GPU; on a CPU a tiny shape checks that it runs
+
+Not yet run on a GPU: written on a CPU-only machine (a CPU run checks only that it runs; its MFU is not reported).
+"""
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    layers: int = 12
+    heads: int = 12
+    embd: int = 768
+    vocab: int = 50257
+    seq: int = 1024
+    batch: int = 8
+    warmup: int = 5
+    timed: int = 30
+
+
+GPU = Shape()
+CPU = Shape(layers=2, heads=2, embd=64, seq=64, batch=2, warmup=1, timed=3)  # only checks that it runs
+
+
+def flops_per_token(n_params: int, wpe: int, layers: int, embd: int, seq: int) -> float:
+    """6·N + 12·L·d·T, as bench/gpu_check.py counts it (N without the position embeddings)."""
+    return 6 * (n_params - wpe) + 12 * layers * embd * seq
+
+
+def bf16_matmul_peak(n: int = 8192, warmup: int = 10, repeats: int = 50) -> float:
+    """Measured bf16 matmul FLOP/s on this GPU (mean over `repeats` after `warmup`), the MFU denominator."""
+    import torch
+
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(warmup):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def train_defaults(work: Path, shape: Shape, long_run: bool) -> dict:
+    """Median step of trainer.train's Trainer with params.yaml's train section (batch, steps set by `shape`).
+    long_run: resolve torch_compile auto as for a run of COMPILE_MIN_STEPS steps (timing still `shape`'s)."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from lmtune import params
+    from lmtune.data import chunking
+    from lmtune.train import hardware, trainer
+
+    transformers.logging.set_verbosity_error()
+    cuda = torch.cuda.is_available()
+    steps = shape.warmup + shape.timed
+    cfg = transformers.GPT2Config(vocab_size=shape.vocab, n_positions=shape.seq, n_embd=shape.embd,
+                                  n_layer=shape.layers, n_head=shape.heads)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    ids = np.random.default_rng(0).integers(0, shape.vocab, size=(steps * shape.batch, shape.seq)).astype(np.uint16)
+    import datasets
+
+    blocks = datasets.Dataset(chunking.blocks_table(ids)).with_format("numpy")
+    tp = params.load().train.model_copy(update={"max_steps": steps, "batch_size": shape.batch,
+                                                "gradient_accumulation_steps": 1})
+    planned = max(steps, hardware.COMPILE_MIN_STEPS) if long_run else steps
+    args = dataclasses.replace(trainer.training_arguments(tp, 0, work / f"defaults-{long_run}", planned),
+                               save_strategy="no")
+    times: list[float] = []
+
+    def mark():
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter())
+
+    class Timer(transformers.TrainerCallback):
+        def on_train_begin(self, *a, **kw):
+            mark()
+
+        def on_step_end(self, *a, **kw):
+            mark()
+
+    t = trainer.FiniteLossTrainer(model=model, args=args, train_dataset=blocks, data_collator=trainer.collate_blocks,
+                                  callbacks=[Timer()])
+    t.train()
+    step = float(statistics.median(np.diff(times)[shape.warmup:]))
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"step_s": step, "tokens_per_s": shape.batch * shape.seq / step,
+            "flops_per_token": flops_per_token(n_params, model.transformer.wpe.weight.numel(), shape.layers,
+                                               shape.embd, shape.seq),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            "torch_compile": bool(args.torch_compile), "lm_loss": t.lm_loss(), "optim": str(args.optim)}
+
+
+def rows(work: Path) -> list[str]:
+    """Markdown lines: the default-params rows with tokens/s and MFU (GPU), or a run check (CPU)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    shape = GPU if cuda else CPU
+    peak = bf16_matmul_peak() if cuda else None
+    out = ["| default params as resolved | precision | compile | loss | ms/step | tokens/s | MFU |", "|---|---|---|---|---|---|---|"]
+    for long_run in (False, True):
+        r = train_defaults(work, shape, long_run)
+        mfu = f"{r['flops_per_token'] * r['tokens_per_s'] / peak:.1%}" if peak else "not measured (CPU)"
+        what = f"for a {'≥ 2,000' if long_run else str(shape.warmup + shape.timed)}-step run"
+        out.append(f"| {what} | {r['precision']} | {r['torch_compile']} | {r['lm_loss']} | {r['step_s'] * 1e3:.1f} | "
+                   f"{r['tokens_per_s']:,.0f} | {mfu} |")
+    if peak:
+        out.append(f"\nMFU = (6·N + 12·L·d·T) × tokens/s ÷ the measured bf16 matmul peak ({peak / 1e12:.1f} TFLOP/s); "
+                   f"GPT-2 {shape.layers}×{shape.embd}, {shape.batch} × {shape.seq:,} tokens per step, "
+                   f"median of {shape.timed} steps after {shape.warmup}.")
+    return out
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tmp)
+        lines = rows(work)
+        print("\n".join(lines))
+        print(json.dumps({"lines": len(lines)}))
