@@ -92,7 +92,7 @@ def loss_worker(model_dir: Path, kind: str, batch: int, block: int, precision: s
         loss.backward()
         return float(loss)
 
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the peak from here on
+    Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # VmHWM := VmRSS: the peak from here on
     start = _rss_now()
     t0 = time.perf_counter()
     loss = step()
@@ -172,7 +172,7 @@ def main(argv=None) -> None:
     if args.markdown:
         info = machine()
         args.markdown.write_text(f"{text}\n\n" + "\n".join(f"- {r.name}: {r.note}" for r in rows)
-                                 + f"\n\nmachine: {info}; {time.perf_counter() - start:.0f} s\n")
+                                 + f"\n\nmachine: {info}; {time.perf_counter() - start:.0f} s\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
