@@ -74,7 +74,8 @@ class Instruction(Task):
             out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
             out = examples.pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
-        return examples.examples_table(examples.numbered(examples.none_left(examples.scored_only(out), where, block_size)))
+        out = examples.none_left(examples.scored_only(out), where, block_size)
+        return examples.examples_table(examples.numbered(out))
 
     def prompt(self, text: str) -> str:
         """An instruction model is prompted with the template it was trained on."""
