@@ -75,7 +75,7 @@ def test_document_effect_with_document_ids():
 
 
 def test_document_effect_few_documents_with_ids():
-    # The default's shape once blocks.csv names documents: 32 blocks from 4 speeches. Resampled as stream
+    # The default's shape: 32 blocks from 4 speeches, blocks.csv naming each block's speech. Resampled as stream
     # blocks instead, the same sets were covered in 72% (the neighbours share only part of the effect).
     coverage, false_rate, method = calibration("documents", with_doc=True, n_docs=4, per_doc=8)
     assert method == "documents"
@@ -83,7 +83,8 @@ def test_document_effect_few_documents_with_ids():
 
 
 def test_document_effect_without_ids_short_documents():
-    # Today's blocks.csv: stream order, no document column; neighbours of one document share its effect.
+    # A blocks.csv without a document column (a run from before evaluate wrote one): stream order only;
+    # neighbours of one document share its effect.
     coverage, false_rate, method = calibration("documents", n_docs=16, per_doc=2)
     assert method == "stream blocks"
     assert_calibrated(coverage, false_rate)

@@ -87,3 +87,38 @@ def test_blocks_table_roundtrip():
     table = chunking.blocks_table(blocks)
     assert table.column("input_ids").type == pa.list_(pa.uint16(), 4)
     assert table.column("input_ids").to_pylist()[2] == [8, 9, 10, 11]
+
+
+# ---- where each block came from: doc (the document of its first token) and pos ----------------------------
+
+def test_block_documents_on_a_tiny_token_table():
+    # Documents of 5, 3, 0, 4 and 6 tokens: the stream's tokens 0-4 are document 0, 5-7 document 1, 8-11
+    # document 3 (2 is empty), 12-17 document 4. Blocks of 4 start at tokens 0, 4, 8, 12 (16 starts the
+    # dropped remainder).
+    lengths = np.array([5, 3, 0, 4, 6])
+    docs = chunking.block_documents(lengths, 4, 4)
+    # block 1 (tokens 4-7) spans documents 0 and 1: it carries 0, its first token's; block 2 starts exactly
+    # where document 1 ends (token 8): it is document 3's, not the empty document 2's; block 3 likewise at 12.
+    assert docs.tolist() == [0, 0, 3, 4]
+    assert docs.dtype == np.int64
+
+
+def test_concat_blocks_record_each_blocks_document_and_position_whatever_the_batching():
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(0, 50000, rng.integers(0, 40)).tolist() for _ in range(61)]
+    # the document of every token of the concatenation, one by one
+    token_doc = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+    n = len(token_doc) // 16
+    for sizes in ([61], [1] * 61, [30, 31], [7] * 8 + [5]):
+        got = chunking.concat_blocks(docs_table(docs, sizes).column("input_ids"), 16)
+        assert got.column_names == ["input_ids", "doc", "pos"]
+        assert got.column("doc").to_pylist() == token_doc[np.arange(n) * 16].tolist()
+        assert got.column("pos").to_pylist() == list(range(n))
+    assert len(set(got.column("doc").to_pylist())) > 10  # the case is not trivial: many documents own blocks
+
+
+def test_sampled_blocks_keep_their_document_and_position():
+    docs = [list(range(i * 10, i * 10 + 10)) for i in range(8)]  # 80 tokens, documents of 10
+    blocks = chunking.sample_blocks(chunking.concat_blocks(docs_table(docs, [8]).column("input_ids"), 4), 5, seed=3)
+    for ids, doc, pos in zip(*(blocks.column(c).to_pylist() for c in ("input_ids", "doc", "pos"))):
+        assert ids[0] == pos * 4 and doc == ids[0] // 10  # token values are their stream positions here

@@ -98,6 +98,32 @@ def test_export_is_the_trained_model_with_a_working_tokenizer_and_real_samples(t
         assert any(by[(p, st)] != by[(p, "greedy")] for p in gp["prompts"]), st
 
 
+def test_blocks_name_their_document_and_compare_resamples_documents(tiny_repro, tmp_path):
+    """metrics/blocks.csv and blocks_base.csv carry each block's document (the data/tokens row of its first
+    token) and stream position, and compare then resamples whole documents."""
+    import csv
+
+    import numpy as np
+
+    root = tiny_repro.path
+    tokens = datasets.load_from_disk(root / "data/tokens")["validation"]
+    stream = np.concatenate([np.asarray(ids) for ids in tokens["input_ids"]])
+    token_doc = np.repeat(np.arange(len(tokens)), [len(ids) for ids in tokens["input_ids"]])  # token by token
+    chunks = datasets.load_from_disk(root / "data/chunks")["validation"].with_format("numpy")[:]
+    rows = {f: list(csv.DictReader(open(root / "metrics" / f))) for f in ("blocks.csv", "blocks_base.csv")}
+    assert [(r["doc"], r["pos"]) for r in rows["blocks.csv"]] == [(r["doc"], r["pos"]) for r in rows["blocks_base.csv"]]
+    doc, pos = (np.array([int(r[c]) for r in rows["blocks.csv"]]) for c in ("doc", "pos"))
+    assert pos.tolist() == chunks["pos"].tolist() == list(range(len(pos)))  # max_validation_blocks: 0 keeps all
+    block = chunks["input_ids"].shape[1]
+    for i, p in enumerate(pos):  # each row's block is that stretch of the stream, its first token that document's
+        np.testing.assert_array_equal(chunks["input_ids"][i], stream[p * block:(p + 1) * block])
+        assert doc[i] == token_doc[p * block]
+    n_docs = len(set(doc.tolist()))
+    assert n_docs >= 4  # the fixture's validation lines (each a document of the text builder) own blocks
+    out = tiny_repro.run("python", "-m", "lmtune.cli.compare", "--out", str(tmp_path)).stdout
+    assert f"document bootstrap ({n_docs} documents, each resampled whole)" in out, out
+
+
 def test_repro_again_is_a_noop(tiny_repro):
     out = tiny_repro.dvc("status").stdout
     assert "up to date" in out, out

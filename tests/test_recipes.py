@@ -184,7 +184,7 @@ def test_eli5_end_to_end(lm_repo):
     row = raw["train"][0]
     assert flat["train"][0]["text"] == " ".join(row["answers"]["text"])
     chunks = datasets.load_from_disk(lm_repo.path / "data/chunks")
-    assert chunks["train"].column_names == ["input_ids"] and len(chunks["train"][0]["input_ids"]) == 128
+    assert chunks["train"].column_names == ["input_ids", "doc", "pos"] and len(chunks["train"][0]["input_ids"]) == 128
     check_lm_run(lm_repo, "eli5")
 
 

@@ -12,8 +12,8 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from lmtune import params, tasks
-from lmtune.data.examples import pad_examples, scored_only
-from lmtune.data.packing import labelled, pack_labelled
+from lmtune.data.examples import numbered, pad_examples, scored_only
+from lmtune.data.packing import labelled, pack_labelled, pad_labelled
 from lmtune.device import Placement
 from lmtune.errors import UserError
 from lmtune.eval import generation, metrics
@@ -52,7 +52,8 @@ def test_padded_and_packed_columns_keep_their_storage_dtypes():
 def test_packing_nothing_gives_empty_columns_of_the_right_shape(block):
     out = pack_labelled([], [], block, 0, dtype=np.uint16)
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
-        "input_ids": ((0, block), np.uint16), "labels": ((0, block), np.int32), "position_ids": ((0, block), np.int32)}
+        "input_ids": ((0, block), np.uint16), "labels": ((0, block), np.int32), "position_ids": ((0, block), np.int32),
+        "doc": ((0,), np.int64)}
 
 
 def test_an_example_whose_only_target_is_position_1_is_kept():
@@ -299,3 +300,16 @@ def test_samples_per_strategy_and_the_instruction_template(tmp_path, tok):
     clf = _load(CLF, _gpt2(tmp_path, "c", vocab_size=50257, eos_token_id=EOS), ["neg", "pos"])
     predicted = generation.task_samples(CLF, clf, tok, gp, CPU)
     assert [s["prompt"] for s in predicted] == ["Hello"] and predicted[0]["label"] in ("neg", "pos")
+
+
+# ---- where each row came from: doc (the example, or a packed row's first one) and pos --------------------
+
+def test_rows_name_their_example_through_padding_packing_and_dropping():
+    ids = [np.array(x, np.uint16) for x in ([5, 6, 7], [8], [9, 10], [11, 12, 13, 14])]
+    # example 1 is one token: nothing to score, dropped; the others keep their index in the split
+    padded = numbered(scored_only(pad_examples(ids, 4, 0, dtype=np.uint16)))
+    assert padded["doc"].tolist() == [0, 2, 3] and padded["pos"].tolist() == [0, 1, 2]
+    labels = [labelled(x, np.ones(len(x), bool)) for x in ids]
+    packed = pack_labelled(ids, labels, 6, 0, dtype=np.uint16)  # rows [0, 1, 2] and [3]: the first example each
+    assert packed["doc"].tolist() == [0, 3]
+    assert pad_labelled(ids, labels, 4, 0)["doc"].tolist() == [0, 1, 2, 3]

@@ -144,6 +144,13 @@ def test_fp16_on_cpu_is_refused_in_one_line():
     assert str(e.value) == "train.precision: fp16 needs a CUDA GPU (use auto or fp32 on CPU)"
 
 
+def test_collate_blocks_gives_the_model_no_ids():
+    # data/chunks' doc and pos say where an example came from (for metrics/blocks.csv); a forward pass given
+    # them would fail (an unexpected keyword) or, worse, take them for something else.
+    rows = [{"input_ids": np.array([1, 2], np.uint16), "doc": np.int64(3), "pos": np.int64(0)}]
+    assert set(trainer.collate_blocks(rows)) == {"input_ids", "labels"}
+
+
 def test_a_batch_of_one_example():
     batch = trainer.collate_blocks([{"input_ids": np.array([1, 2], np.uint16)}])
     assert batch["input_ids"].tolist() == [[1, 2]] and batch["labels"].tolist() == [[1, 2]]

@@ -5,6 +5,9 @@ every `block_size` tokens, last partial block dropped (as run_clm.py does). They
 the stream was batched. Memory stays bounded whatever the corpus size: the blocks are fixed-size-list
 views of the memory-mapped token values, batch by batch; only a block that straddles two record
 batches is copied (block_size tokens), so 100M tokens allocate nothing of their size.
+
+Each block also says where it came from: `doc`, the row (document) of the tokenized split its first token
+belongs to, and `pos`, its index in the stream; two int64 per block, computed from the list offsets alone.
 """
 import numpy as np
 import pyarrow as pa
@@ -23,10 +26,32 @@ def _values(chunk: pa.ListArray) -> pa.Array:
     return chunk.values.slice(start, stop - start)
 
 
+def document_lengths(col: pa.ChunkedArray) -> np.ndarray:
+    """Tokens per row (document) of a list column, from its offsets only."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def block_documents(lengths: np.ndarray, block_size: int, n_blocks: int) -> np.ndarray:
+    """The document of each block of the concatenation: the one its first token belongs to.
+
+    Document d holds the stream's tokens [ends[d-1], ends[d]) with ends = cumsum(lengths), so block b,
+    starting at token b * block_size, starts in the first document whose end lies beyond that start
+    (searchsorted, side="right": a block starting exactly at a boundary belongs to the next document;
+    empty documents end where they start and never match). A block spanning a boundary carries the
+    earlier document's id although its tail is the next document's start (scored with the earlier one as
+    context): every block must be one unit of one document for the document bootstrap, at most one block
+    per boundary is mixed, and a document shorter than a block may own no block at all.
+    """
+    starts = np.arange(n_blocks, dtype=np.int64) * block_size
+    return np.searchsorted(np.cumsum(lengths, dtype=np.int64), starts, side="right").astype(np.int64)
+
+
 def concat_blocks(col: pa.ChunkedArray, block_size: int) -> pa.Table:
-    """Concatenate-and-chunk a list<int> column into a table of one fixed_size_list<int, block_size>
-    column, `input_ids`: one record batch per run of whole blocks within an input batch, plus one per
-    straddling block."""
+    """Concatenate-and-chunk a list<int> column into a table of a fixed_size_list<int, block_size> column,
+    `input_ids` (one record batch per run of whole blocks within an input batch, plus one per straddling
+    block), and each block's `doc` and `pos` (block_documents, the block's index)."""
     pieces, carry, have = [], [], 0  # carry: the value slices of the partial block so far
     for chunk in col.chunks:
         vals = _values(chunk)
@@ -47,7 +72,9 @@ def concat_blocks(col: pa.ChunkedArray, block_size: int) -> pa.Table:
             carry, have = [vals.slice(len(vals) - rest)], rest
     typ = pa.list_(col.type.value_type, block_size)
     blocks = pa.chunked_array([pa.FixedSizeListArray.from_arrays(p, block_size) for p in pieces], type=typ)
-    return pa.table({"input_ids": blocks})
+    n = len(blocks)
+    return pa.table({"input_ids": blocks, "doc": block_documents(document_lengths(col), block_size, n),
+                     "pos": np.arange(n, dtype=np.int64)})
 
 
 def count_values(col: pa.ChunkedArray) -> int:

@@ -2,7 +2,9 @@
 into rows is `lmtune.data.packing`).
 
 (Concatenate-and-chunk of a whole token stream is `lmtune.data.chunking`.) Labels are the input ids with
-IGNORE_INDEX where the loss looks away: padding, and a prompt's first `prompt_length` tokens.
+IGNORE_INDEX where the loss looks away: padding, and a prompt's first `prompt_length` tokens. Every row also
+says where it came from: `doc`, the index in its tokenized split of the example it holds (of the first one,
+for packed rows), and `pos` (`numbered`), its index among the split's rows; the model never sees either.
 """
 import numpy as np
 import pyarrow as pa
@@ -14,7 +16,7 @@ IGNORE_INDEX = -100  # label value skipped by the loss, as in transformers / tor
 
 def pad_examples(ids_list, block_size: int, pad_id: int, prompt_lengths=None, dtype=np.uint16) -> dict:
     """Pad/truncate each example to block_size: attention_mask 1 on tokens; labels -100 on padding
-    and on the first prompt_length tokens (the prompt)."""
+    and on the first prompt_length tokens (the prompt); doc = the example's index."""
     n = len(ids_list)
     input_ids = np.full((n, block_size), pad_id, dtype=dtype)
     attention = np.zeros((n, block_size), dtype=np.int8)
@@ -27,7 +29,7 @@ def pad_examples(ids_list, block_size: int, pad_id: int, prompt_lengths=None, dt
         labels[i, :k] = ids
         if prompt_lengths is not None:
             labels[i, : min(int(prompt_lengths[i]), k)] = IGNORE_INDEX
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "doc": np.arange(n, dtype=np.int64)}
 
 
 def _fixed(arr: np.ndarray) -> pa.FixedSizeListArray:
@@ -50,6 +52,11 @@ def scored_only(out: dict) -> dict:
     a one-token text); position 0 is never a target."""
     keep = (out["labels"][:, 1:] != IGNORE_INDEX).any(axis=1)
     return {k: v[keep] for k, v in out.items()}
+
+
+def numbered(out: dict) -> dict:
+    """`out` with `pos`: each row's index among the split's rows (before chunk.max_*_blocks samples them)."""
+    return {**out, "pos": np.arange(len(out["input_ids"]), dtype=np.int64)}
 
 
 def none_left(out: dict, where: str, block_size: int) -> dict:

@@ -20,11 +20,12 @@ def labelled(ids, scored) -> np.ndarray:
 
 def pad_labelled(ids_list, labels_list, block_size: int, pad_id: int, dtype=np.uint16) -> dict:
     """One example per row, truncated to block_size and right-padded: attention_mask 1 on tokens, labels
-    -100 on padding."""
+    -100 on padding; doc = the example's index."""
     n = len(ids_list)
     out = {"input_ids": np.full((n, block_size), pad_id, dtype=dtype),
            "attention_mask": np.zeros((n, block_size), dtype=np.int8),
-           "labels": np.full((n, block_size), IGNORE_INDEX, dtype=np.int32)}
+           "labels": np.full((n, block_size), IGNORE_INDEX, dtype=np.int32),
+           "doc": np.arange(n, dtype=np.int64)}
     for i, (ids, labels) in enumerate(zip(ids_list, labels_list)):
         k = min(len(ids), block_size)
         out["input_ids"][i, :k] = np.asarray(ids)[:k]
@@ -53,7 +54,8 @@ def pack_layout(lengths, block_size: int) -> list[list[int]]:
 def pack_labelled(ids_list, labels_list, block_size: int, pad_id: int, dtype=np.uint16) -> dict:
     """Examples packed whole into rows (pack_layout): input_ids, labels and position_ids 0.. per example;
     a row's unused tail is pad tokens, labels -100, with positions of their own (a separate, unscored
-    sequence that no example attends to)."""
+    sequence that no example attends to); doc = the index of the row's first example (the examples of a
+    row are consecutive, so a row belongs to one run of the split's examples)."""
     layout = pack_layout([len(x) for x in ids_list], block_size)
     n = len(layout)
     ids = np.full((n, block_size), pad_id, dtype=dtype)
@@ -68,4 +70,5 @@ def pack_labelled(ids_list, labels_list, block_size: int, pad_id: int, dtype=np.
             positions[r, start:start + k] = np.arange(k)
             start += k
         positions[r, start:] = np.arange(block_size - start)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+    doc = np.array([members[0] for members in layout], dtype=np.int64)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "doc": doc}

@@ -20,7 +20,10 @@ def evaluate(task, which: str) -> tuple[dict, dict]:
 
     p = task.p
     placement = device.current(p.train.precision)
-    blocks = datasets.load_from_disk(paths.CHUNKS)["validation"].with_format("torch")
+    validation = datasets.load_from_disk(paths.CHUNKS)["validation"]
+    ids = unit_ids(task, validation.column_names)
+    where = {c: validation.data.column(c).to_pylist() for c in ids}
+    blocks = validation.remove_columns(list(ids)).with_format("torch")  # the model sees no ids
     if which == "base":
         model = loading.load_model(paths.BASE, task.head, p.seed, **task.model_kwargs())
     else:  # plain weights, or base + LoRA adapter merged
@@ -28,7 +31,22 @@ def evaluate(task, which: str) -> tuple[dict, dict]:
     model.to(placement.device)
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE)
     m = task.evaluate(model, blocks, tokenizer=tokenizer, autocast=placement.autocast, desc=f"evaluate {which}")
-    return m, m.pop("blocks")
+    return m, {**where, **m.pop("blocks")}
+
+
+# Where each validation unit came from, as data/chunks records it (lmtune.data.chunking, lmtune.data.examples):
+# the document (or example) and the position in the stream. Copied into the per-block files for compare's
+# document bootstrap, never given to the model.
+UNIT_IDS = ("doc", "pos")
+
+
+def unit_ids(task, chunk_columns: list[str]) -> tuple[str, ...]:
+    """The id columns the task's per-block files carry; an error when data/chunks predates them."""
+    ids = tuple(c for c in task.block_columns[0] if c in UNIT_IDS)
+    if missing := [c for c in ids if c not in chunk_columns]:
+        raise UserError(f"{paths.CHUNKS.relative_to(paths.ROOT)}: the validation split has no {', '.join(missing)} "
+                        "column (chunked before blocks recorded their documents); run `dvc repro chunk`")
+    return ids
 
 
 def confusion_csv(m: dict) -> str:

@@ -52,8 +52,9 @@ class Task:
     title: str                   # "Fine-tuned <title>" heads the model card
     head: Head
     metrics: tuple[Metric, ...]  # display order
-    # metrics/blocks*.csv, one row per evaluation unit: columns the same for every model (what is scored),
-    # and per-model columns (written as base_<name>, tuned_<name>).
+    # metrics/blocks*.csv, one row per evaluation unit: columns the same for every model (what is scored;
+    # first `doc` and `pos`, where the unit came from, which lmtune.eval.evaluation copies from data/chunks
+    # and compare's document bootstrap reads), and per-model columns (written as base_<name>, tuned_<name>).
     block_columns: tuple[tuple[str, ...], tuple[str, ...]]
 
     def __init__(self, p):

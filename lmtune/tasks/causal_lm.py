@@ -15,7 +15,7 @@ class CausalLM(Task):
         Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (text tokens)")),
         Metric("n_tokens", "tokens", "d", None),
     )
-    block_columns = (("n_tokens", "n_bytes"), ("nll",))
+    block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
 
     def source_fields(self) -> list[str]:
         return list(self.p.flatten.text_fields)
@@ -47,7 +47,7 @@ class CausalLM(Task):
         if self.p.chunk.mode == "pad":
             _, ids_list, dtype = examples.columns(ds)
             out = examples.scored_only(examples.pad_examples(ids_list, block_size, pad_id, dtype=dtype))
-            return examples.examples_table(examples.none_left(out, where, block_size))
+            return examples.examples_table(examples.numbered(examples.none_left(out, where, block_size)))
         col = ds.data.column("input_ids")
         blocks = chunking.concat_blocks(col, block_size)
         if len(blocks) == 0:

@@ -129,7 +129,7 @@ class Chat(Task):
         Metric("n_tokens", "tokens", "d", None),
         Metric("n_prompts", "prompts", "d", None),
     )
-    block_columns = (("n_tokens", "n_bytes"), ("nll",))
+    block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
 
     def source_fields(self) -> list[str]:
         return [self.p.flatten.messages_field]
@@ -164,7 +164,8 @@ class Chat(Task):
         labels = [packing.labelled(x, m) for x, m in zip(ids, ds["assistant_mask"])]
         build = packing.pack_labelled if self.p.chunk.mode == "concat" else packing.pad_labelled
         out = build(ids, labels, block_size, pad_id, dtype=dtype)
-        return examples.examples_table(examples.none_left(examples.scored_only(out), where, block_size))
+        out = examples.none_left(examples.scored_only(out), where, block_size)
+        return examples.examples_table(examples.numbered(out))
 
     def prompt(self, text: str) -> str:
         """A user's prompt as one user turn, through the base model's chat template, ready for the reply."""

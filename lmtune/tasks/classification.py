@@ -27,7 +27,7 @@ class Classification(Task):
         Metric("macro_f1", "macro-F1", ".4f", True, hub=("f1", "Macro F1"), hub_args=(("average", "macro"),)),
         Metric("n_examples", "examples", "d", None),
     )
-    block_columns = (("label",), ("pred",))
+    block_columns = (("doc", "pos", "label"), ("pred",))
 
     def problems(self) -> list[str]:
         p, problems = self.p, []
@@ -73,7 +73,7 @@ class Classification(Task):
         block_size = self.p.chunk.block_size
         out = examples.pad_examples(ids_list, block_size, pad_id, dtype=dtype)
         out["labels"] = np.asarray(cols["label"], dtype=np.int64)
-        return examples.examples_table(examples.none_left(out, where, block_size))
+        return examples.examples_table(examples.numbered(examples.none_left(out, where, block_size)))
 
     def model_kwargs(self) -> dict:
         names = self.p.flatten.label_names

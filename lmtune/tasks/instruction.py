@@ -25,7 +25,7 @@ class Instruction(Task):
         Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (response tokens)")),
         Metric("n_tokens", "tokens", "d", None),
     )
-    block_columns = (("n_tokens", "n_bytes"), ("nll",))
+    block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
 
     def source_fields(self) -> list[str]:
         fp = self.p.flatten
@@ -74,7 +74,8 @@ class Instruction(Task):
             out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
             out = examples.pad_examples(ids_list, block_size, pad_id, prompts, dtype=dtype)
-        return examples.examples_table(examples.none_left(examples.scored_only(out), where, block_size))
+        out = examples.none_left(examples.scored_only(out), where, block_size)
+        return examples.examples_table(examples.numbered(out))
 
     def prompt(self, text: str) -> str:
         """An instruction model is prompted with the template it was trained on."""

@@ -122,9 +122,15 @@ def training_arguments(tp: TrainParams, seed: int, output_dir: Path,
     )
 
 
+# The columns of data/chunks a model's forward pass takes; the others (`doc`, `pos`: where each example came
+# from, for the per-block files) never reach the model.
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "position_ids")
+
+
 def collate_blocks(examples: list[dict]) -> dict:
-    """Stack fixed-size examples; causal LM labels are the input ids (the model shifts them)."""
-    batch = {k: torch.from_numpy(np.stack([np.asarray(e[k]) for e in examples]).astype(np.int64)) for k in examples[0]}
+    """Stack fixed-size examples' model inputs; causal LM labels are the input ids (the model shifts them)."""
+    keys = [k for k in examples[0] if k in MODEL_INPUTS]
+    batch = {k: torch.from_numpy(np.stack([np.asarray(e[k]) for e in examples]).astype(np.int64)) for k in keys}
     batch.setdefault("labels", batch["input_ids"].clone())
     return batch
 
