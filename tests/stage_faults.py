@@ -91,6 +91,7 @@ def status(before: dict, after: dict, out: str) -> str:
 def run(module: str, outs: list[str], mode: str, n: int = 0) -> dict:
     targets = {str(ROOT / o) for o in outs}
     committed, seen, real_replace, real_rename = [], [0], os.replace, os.rename
+    injected = []  # the refusal raised (the stage's cli turns an OSError into exit 1 after its restore hint)
 
     def intercept(real):
         def rename(src, dst, *args, **kwargs):
@@ -100,6 +101,7 @@ def run(module: str, outs: list[str], mode: str, n: int = 0) -> dict:
             seen[0] += 1
             if mode == "refuse":
                 if seen[0] == n:
+                    injected.append(n)
                     raise Refused(f"injected: rename {src} -> {dst} refused")
                 return real(src, dst, *args, **kwargs)
             if d in targets:
@@ -113,7 +115,10 @@ def run(module: str, outs: list[str], mode: str, n: int = 0) -> dict:
         result = "finished"
     except Refused:
         result = "refused"
-    except BaseException as e:  # noqa: BLE001 (a SystemExit from the stage's cli, or a bug: reported)
+    except SystemExit as e:
+        # lmtune.errors.cli ends a stage that failed with exit 1; after the injected refusal that is the refusal.
+        result = "refused" if injected and e.code == 1 else f"SystemExit: {e.code}"
+    except BaseException as e:  # noqa: BLE001 (a bug: reported)
         result = f"{type(e).__name__}: {e}"
     finally:
         os.replace, os.rename = real_replace, real_rename
