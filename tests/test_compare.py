@@ -393,3 +393,23 @@ def test_sweep_axis_tells_close_values_apart(lrs):
     upright = all(not a or float(a) % 360 == 0 for _, a in ticks.values())
     need = 6 * len("1.5e-4") if upright else 13  # a label's width upright, its height turned
     assert min(b - a for a, b in zip(xs, xs[1:])) >= need, ticks
+
+
+def test_harness_rows_appear_in_the_table_json_and_page():
+    """metrics/harness.json of each run (read from `dvc exp show`) shows under compare's table, in compare.json
+    and on the page: base and tuned per harness task with the harness's stderr, and its notes."""
+    harness = {"lm_eval_version": "0.4.13", "settings": {"tasks": ["lmtune_heldout"], "limit": 1},
+               "base": {"lmtune_heldout": {"metrics": {"bits_per_byte": {"value": 1.25, "stderr": None}}}},
+               "tuned": {"lmtune_heldout": {"metrics": {"bits_per_byte": {"value": 1.125, "stderr": None}}}}}
+    head, exp = exp_entry("a" * 40, "main", 1e-4, 30.0), exp_entry("b" * 40, "exp-1", 3e-4, 28.0)
+    exp["data"]["metrics"]["metrics/harness.json"] = {"data": harness}
+    head["experiments"] = [{"name": "exp-1", "executor": {"state": "success"}, "revs": [exp]}]
+    runs, _ = runs_from_exp_show([head])
+    assert runs[1].harness == harness and runs[0].harness is None
+    report = analysis.analyse(runs)
+    row = ["exp-1", "lmtune_heldout", "bits_per_byte", "1.25", "1.125", "-10.0%"]
+    assert analysis.report_json(report)["harness"]["rows"] == [row]
+    text = render_text(report)
+    assert any(line.split() == row for line in text.splitlines()), text
+    assert "harness: no stderr for bits_per_byte" in text and "harness: lm-eval 0.4.13" in text
+    assert "<h2>lm-evaluation-harness</h2>" in render_page(report, {}) and "<td>-10.0%</td>" in render_page(report, {})

@@ -11,6 +11,7 @@ import numpy as np
 
 from lmtune import paths, stats, tasks
 from lmtune.errors import UserError
+from lmtune.report import harness
 from lmtune.report.formats import EXTRA, LABELS, fmt_change, fmt_metric
 from lmtune.report.runs import Run, matches, rel
 
@@ -92,6 +93,8 @@ class Report:
     reference: Row | None = None          # what the verdicts compare with
     against: bool = False                 # the user named the reference (--against)
     detectable: float | None = None       # smallest change the validation set can call (% or points)
+    # lm-evaluation-harness rows (lmtune.report.harness.table): (header, one row per run and harness task)
+    harness: tuple[list[str], list[list[str]]] = (harness.HEADER, [])
 
     @property
     def change_unit(self) -> str:
@@ -233,6 +236,8 @@ def analyse(runs: list[Run], skipped: list[str] = (), seed: int = stats.BOOT_SEE
     level = stats.LEVEL if against else 1 - (1 - stats.LEVEL) / max(1, len(rows) - 1)
     _compare_rows(report, task, level, n_boot, seed)
     report.notes += explain(report, runs, n_boot, seed)
+    h_head, h_rows, h_notes = harness.table([(m.name, m.harness) for row in rows for m in row.runs])
+    report.harness, report.notes = (h_head, h_rows), report.notes + h_notes
     return report
 
 
@@ -346,6 +351,7 @@ def report_json(report: Report) -> dict:
         "changed_params": report.params, "header": report.header, "notes": report.notes,
         "reference": report.reference.name if report.reference else None, "against": report.against,
         "detectable_change": report.detectable, "change_unit": report.change_unit,
+        "harness": {"header": report.harness[0], "rows": report.harness[1]},
         "rows": [{
             "name": r.name, "runs": [{"name": m.name, "rev": m.rev, "params": {p: m.params.get(p) for p in report.params},
                                       "tuned": m.eval["tuned"], "base": m.eval.get("base")} for m in r.runs],

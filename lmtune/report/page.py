@@ -62,6 +62,16 @@ def _html_table(report: Report) -> str:
             + rows + "\n</table>")
 
 
+def _harness_table(report: Report) -> str:
+    """lm-evaluation-harness rows (metrics/harness.json of each run) under the main table; empty without any."""
+    e = html.escape
+    heads, cells = report.harness
+    if not cells:
+        return ""
+    return ("\n<h2>lm-evaluation-harness</h2>\n<table>\n<tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>\n"
+            + "\n".join("<tr>" + "".join(f"<td>{e(x)}</td>" for x in c) + "</tr>" for c in cells) + "\n</table>")
+
+
 def page(report: Report, specs: dict[str, dict]) -> str:
     e = html.escape
     n = len(report.rows)
@@ -70,7 +80,7 @@ def page(report: Report, specs: dict[str, dict]) -> str:
     # JSON inside <script>: "</" would end the script element early.
     specs_js = json.dumps(specs, sort_keys=True).replace("</", "<\\/")
     return PAGE.format(
-        notice=vega.vega_notice(), bundle=vega.bundle(), table=_html_table(report), specs=specs_js,
+        notice=vega.vega_notice(), bundle=vega.bundle(), table=_html_table(report) + _harness_table(report), specs=specs_js,
         header="\n".join(f"<p>{e(h)}</p>" for h in header + report.header),
         notes="\n".join(f'<p class="note">{e(x)}</p>' for x in report.notes),
         divs="\n".join(f'<div id="chart-{k}" class="chart"></div>' for k in specs))

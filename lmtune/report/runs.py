@@ -32,6 +32,7 @@ class Run:
     timing: dict = field(default_factory=dict)          # metrics/train_timing.json
     base_model: str | None = None  # hash of the models/base dep: which base model
     blocks: dict | None = None     # metrics/blocks.csv columns as arrays
+    harness: dict | None = None    # metrics/harness.json: lm-evaluation-harness, base beside tuned
 
     @property
     def task(self) -> str:
@@ -78,7 +79,8 @@ def _run_of(entry: dict, name: str, rev: str | None, state: str | None) -> tuple
         return None, f"{name}: no {rel(paths.EVAL_METRICS)} (not run through evaluate)"
     base_dep = (data.get("deps") or {}).get(rel(paths.BASE)) or {}
     timing = _file_data(data, "metrics", paths.TRAIN_TIMING) or {}
-    return Run(name, rev, flatten(params), ev, timing, base_dep.get("hash")), None
+    harness = _file_data(data, "metrics", paths.HARNESS_METRICS)
+    return Run(name, rev, flatten(params), ev, timing, base_dep.get("hash"), harness=harness), None
 
 
 def _revisions(rows: list[dict]):

@@ -86,6 +86,9 @@ def render_text(report: Report, width: int = WIDTH) -> str:
         out += ["", "changed params:", *below]
     if dropped:
         out.append(f"(left out at {width} columns: {', '.join(dropped)}; all columns in reports/compare.html)")
+    h_heads, h_cells = report.harness
+    if h_cells:  # lm-evaluation-harness, base beside tuned per run and task (metrics/harness.json)
+        out += ["", *_lines(h_heads, h_cells, ["<", "<", "<", ">", ">", ">"])]
     out += [""] + report.notes
     return "\n".join(wrap(line, width) for line in out) + "\n"
 
