@@ -48,6 +48,10 @@ def without_dropout(repo) -> None:
 @pytest.mark.slow
 def test_fsdp2_on_two_cpu_processes_equals_one_process_resumes_sharded_and_saves_a_full_model(tiny_repro, tmp_path):
     repo = copy_repo(tiny_repro, tmp_path / "repo")
+    # fp32: under the tiny recipe's `precision: auto` a CPU with native bf16 trains in bf16 autocast, whose
+    # rounding differs between one batch of 4 and two processes' batches of 2; data-parallel equality is exact
+    # only in fp32.
+    repo.set_params({"train": {"precision": "fp32"}})
     without_dropout(repo)
     ckpts = repo.path / "models/checkpoints"
     base = load_file(repo.path / "models/base/model.safetensors")
