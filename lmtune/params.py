@@ -4,7 +4,7 @@ Defaults live only in params.yaml: every field here is required, unknown keys ar
 `load()` reports every problem in the file at once, each naming its key.
 """
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lmtune import paths
 from lmtune.errors import UserError
 
-# The tasks, one module each (lmtune/tasks/<name>.py, imported only when it runs). Named here, not imported:
-# validating params loads no task code; a task's own cross-section checks run where it is loaded (tasks.load).
+# The tasks, one module each (lmtune/tasks/<name>.py, imported only when it runs), each with its own params
+# section of the same name (a `TaskSection` field of Params below). Named here, not imported: validating
+# params loads no task code; a task validates its section and runs its cross-section checks where it is
+# loaded (lmtune.tasks.load).
 TASKS = ("causal_lm", "instruction", "chat", "classification")
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -115,42 +117,13 @@ class DataParams(Strict):
 
 
 class FlattenParams(Strict):
-    # causal_lm: dotted paths into each record (e.g. `answers.text`); list values are joined with `joiner`.
-    text_fields: Annotated[list[str], Field(min_length=1)]
-    joiner: str
+    # Every task: drop flat rows with nothing to learn from (an empty text, prompt or conversation).
     drop_empty: bool
-    # instruction: record fields, and the prompt built from them. The context block is added only
-    # when the record's context is non-empty; the loss sees only the response (+ eos).
-    instruction_field: str
-    context_field: Optional[str]
-    response_field: str
-    instruction_template: str   # must contain {instruction}
-    context_template: str       # must contain {context}
-    response_template: str      # the prompt's last part, before the response text
-    # classification: text (+ optional pair, joined by the eos token) and an integer or named label.
-    text_field: str
-    text_pair_field: Optional[str]
-    label_field: str
-    label_names: list[str]      # class i is label_names[i]; required for task classification
-    # chat: the record's list of turns, each turn's role and text keys, and role renames onto
-    # system/user/assistant (ShareGPT: conversations of {from, value}, human -> user, gpt -> assistant).
-    messages_field: str
-    role_key: str
-    content_key: str
-    role_names: dict[str, str]
 
-    @model_validator(mode="after")
-    def _templates(self):
-        problems = []
-        if "{instruction}" not in self.instruction_template:
-            problems.append("flatten.instruction_template must contain {instruction}")
-        if "{context}" not in self.context_template:
-            problems.append("flatten.context_template must contain {context}")
-        if len(set(self.label_names)) != len(self.label_names):
-            problems.append(f"flatten.label_names has duplicates: {self.label_names}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+
+# Each task's own section (`causal_lm:`, `instruction:`, ...): a mapping here, validated by the task's own
+# schema (`Settings` in lmtune/tasks/<task>.py) when the task loads, so validating params imports no task code.
+TaskSection = dict[str, Any]
 
 
 class LoraParams(Strict):
@@ -267,6 +240,10 @@ class Params(Strict):
     model: ModelParams
     data: DataParams
     flatten: FlattenParams
+    causal_lm: TaskSection
+    instruction: TaskSection
+    chat: TaskSection
+    classification: TaskSection
     tokenize: TokenizeParams
     chunk: ChunkParams
     train: TrainParams
@@ -295,16 +272,27 @@ def _format(err: dict) -> str:
     return f"{key}: {msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else f"{key}: {msg}"
 
 
+def problems(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem of a pydantic error, each naming its full key (`prefix` + the error's path)."""
+    return [_format({**err, "loc": (prefix, *err["loc"]) if prefix else err["loc"]}) for err in error.errors()]
+
+
+def refuse(problem_lines: list[str], source: str = "params.yaml"):
+    """One UserError listing every problem of a params file."""
+    raise UserError(f"{source}: {len(problem_lines)} problem(s): " + "; ".join(problem_lines))
+
+
 def validate(raw: dict, source: str = "params.yaml") -> Params:
     """Validate a params mapping; raise one UserError listing every problem, each with its key."""
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        problems = [_format(err) for err in e.errors()]
-        raise UserError(f"{source}: {len(problems)} problem(s): " + "; ".join(problems)) from None
+        lines = problems(e)
+    refuse(lines, source)
 
 
-def load(path: Path = paths.PARAMS) -> Params:
+def read(path: Path = paths.PARAMS) -> dict:
+    """params.yaml as a mapping of sections, not yet validated (one UserError when it is not one)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -314,4 +302,8 @@ def load(path: Path = paths.PARAMS) -> Params:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None  # one line
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
-    return validate(raw, path.name)
+    return raw
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    return validate(read(path), Path(path).name)

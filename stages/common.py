@@ -9,5 +9,4 @@ def begin(tune_allocator: bool = False):
         from lmtune import allocator  # imported where used: stages without a model do not depend on it
 
         allocator.tune_cpu_allocator()
-    p = params.load()
-    return p, tasks.load(p)
+    return tasks.load_params()

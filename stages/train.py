@@ -8,7 +8,7 @@ The model, the curves and both metrics files are committed together: all new, or
 """
 import shutil
 
-from lmtune import gpus, params, paths, tasks
+from lmtune import gpus, paths, tasks
 from lmtune.errors import cli
 from lmtune.io import staged_outputs, write_json
 from lmtune.train import finetune, launch
@@ -16,13 +16,12 @@ from lmtune.train import finetune, launch
 
 @cli
 def main() -> None:
-    p = params.load()
+    p, task = tasks.load_params()
     # train.num_processes > 1 (or an accelerate config): start this stage again under `accelerate launch`
     # and exit with its status; in the launched processes (and for one process) this returns at once.
     launch.relaunch(p.train.num_processes, p.train.accelerate_config, paths.ROOT)
     if p.train.num_processes == 1 and p.train.accelerate_config is None:
         gpus.claim()  # on a machine with several GPUs: lock one and see only it (make sweep JOBS=N)
-    task = tasks.load(p)
     main_process = finetune.is_main_process()
     outputs = (paths.FINAL, paths.TRAIN_LIVE, paths.TRAIN_METRICS, paths.TRAIN_TIMING)
     with staged_outputs(*outputs, commit=main_process) as (final, curves, metrics_file, timing_file):

@@ -21,7 +21,10 @@ def tok():
 
 @pytest.fixture(scope="module")
 def fp():
-    return params.load(ROOT / "params.yaml").flatten
+    """params.yaml's `instruction:` section, validated (the prompt templates)."""
+    from lmtune.tasks import instruction
+
+    return instruction.Settings.model_validate(params.load(ROOT / "params.yaml").instruction)
 
 
 def flat(fp, **changes):
@@ -36,9 +39,10 @@ def ds(cols, features):
 
 def bound(name: str, **sections):
     """The task `name` bound to params.yaml with some sections changed, e.g. bound("classification",
-    flatten={"label_names": ["neg", "pos"]}, chunk={"mode": "pad", "block_size": 8})."""
+    classification={"label_names": ["neg", "pos"]}, chunk={"mode": "pad", "block_size": 8})."""
     from lmtune import tasks
 
     p = params.load(ROOT / "params.yaml")
-    changes = {"task": name, **{k: getattr(p, k).model_copy(update=v) for k, v in sections.items()}}
+    changes = {"task": name, **{k: {**current, **v} if isinstance(current := getattr(p, k), dict)  # a task's section
+                                else current.model_copy(update=v) for k, v in sections.items()}}
     return tasks.get(name)(p.model_copy(update=changes))

@@ -96,7 +96,7 @@ def raw_with_labels(repo, scratch):
     shutil.rmtree(repo.path / "data/raw")
     raw.save_to_disk(repo.path / "data/raw")
     return {"task": "classification", "chunk": {"mode": "pad"},
-            "flatten": {"text_field": "text", "label_field": "label", "label_names": ["neg", "pos"]}}
+            "classification": {"text_field": "text", "label_field": "label", "label_names": ["neg", "pos"]}}
 
 
 def invalid_yaml(repo, scratch):
@@ -113,7 +113,7 @@ CASES = {
     "out_of_range_learning_rate": Case("flatten", [r"train\.learning_rate", "greater than 0"], {"train": {"learning_rate": -0.1}}),
     "params_not_yaml": Case("flatten", ["params.yaml", "not valid YAML", "line"], setup=invalid_yaml),
     "task_chunking_mismatch": Case("flatten", [r"chunk\.mode", "classification"],
-                                   {"task": "classification", "flatten": {"label_names": ["neg", "pos"]}, "chunk": {"mode": "concat"}}),
+                                   {"task": "classification", "classification": {"label_names": ["neg", "pos"]}, "chunk": {"mode": "concat"}}),
     "block_size_above_context": Case("chunk", [r"chunk\.block_size", r"\b256\b", r"\b128\b"], {"chunk": {"block_size": 256}}),
     "validation_below_one_block": Case("chunk", ["validation", r"\b10 tokens", r"chunk\.block_size=64"], setup=tiny_validation_tokens),
     # data files
@@ -123,8 +123,8 @@ CASES = {
                      setup=data_file("latin1.txt", "fine\ncaf\u00e9 au lait\n".encode("latin-1"), "validation")),
     "json_line_does_not_parse": Case("download", [r"data\.train_file", "bad.jsonl", "line 3", "not valid JSON"],
                                      setup=data_file("bad.jsonl", b'{"text": "a"}\n{"text": "b"}\n{"text": "c"\n{"text": "d"}\n')),
-    "label_outside_class_list": Case("flatten", [r"flatten\.label_names", "'neutral'", r"\['neg', 'pos'\]"], setup=raw_with_labels),
-    "missing_column": Case("flatten", [r"\bbody\b", "missing column", "data/raw train"], {"flatten": {"text_fields": ["body"]}}),
+    "label_outside_class_list": Case("flatten", [r"classification\.label_names", "'neutral'", r"\['neg', 'pos'\]"], setup=raw_with_labels),
+    "missing_column": Case("flatten", [r"\bbody\b", "missing column", "data/raw train"], {"causal_lm": {"text_fields": ["body"]}}),
     # model folders
     "model_folder_without_weights": Case("download", ["model-noweights", r"no \*\.safetensors weights"], setup=model_dir("noweights")),
     "corrupt_safetensors": Case("download", [r"model-corrupt/model\.safetensors", "not a valid safetensors"], setup=model_dir("corrupt")),

@@ -17,15 +17,15 @@ from lmtune.params import validate
 from lmtune.train import checkpoints
 from repo_tools import copy_repo, kill_when, python_stage, run_until
 
-CLASSIFIER = {"task": "classification", "chunk": {"mode": "pad"}, "flatten": {"label_names": ["neg", "pos"]}}
+CLASSIFIER = {"task": "classification", "chunk": {"mode": "pad"}, "classification": {"label_names": ["neg", "pos"]}}
 LORA = {"lora": {"enabled": True}}
 # Changes a checkpoint depends on: (params of the run that left it, params now, world size now).
 CHANGES = {
     "task": ({}, {"task": "instruction"}, 1),
     "seed": ({}, {"seed": 7}, 1),
     "learning rate": ({}, {"train": {"learning_rate": 5e-4}}, 1),
-    "label names": (CLASSIFIER, deep_update(CLASSIFIER, {"flatten": {"label_names": ["neg", "neutral"]}}), 1),
-    "label order": (CLASSIFIER, deep_update(CLASSIFIER, {"flatten": {"label_names": ["pos", "neg"]}}), 1),
+    "label names": (CLASSIFIER, deep_update(CLASSIFIER, {"classification": {"label_names": ["neg", "neutral"]}}), 1),
+    "label order": (CLASSIFIER, deep_update(CLASSIFIER, {"classification": {"label_names": ["pos", "neg"]}}), 1),
     "lora enabled": ({}, LORA, 1),
     "lora rank": (LORA, deep_update(LORA, {"lora": {"r": 4}}), 1),
     "lora alpha": (LORA, deep_update(LORA, {"lora": {"alpha": 32}}), 1),

@@ -53,3 +53,28 @@ def test_an_edit_reruns_the_stages_that_run_the_code(repo, edit):
         assert changed(repo) == expected
     finally:
         path.write_text(text)
+
+
+# (section, key, value) in params.yaml -> the stages whose params change
+PARAM_EDITS = {
+    "another task's own params": ("chat", "role_key", "from", set()),
+    "the running task's own params": ("causal_lm", "joiner", " ", {"flatten", "train", "evaluate_base", "evaluate",
+                                                                   "base_samples", "export"}),
+}
+
+
+@pytest.mark.parametrize("edit", PARAM_EDITS)
+def test_a_params_edit_reruns_the_stages_that_read_it(repo, edit):
+    import yaml
+
+    section, key, value, expected = PARAM_EDITS[edit]
+    path = repo.path / "params.yaml"
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    assert changed(repo) == set()
+    raw[section][key] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        assert changed(repo) == expected
+    finally:
+        path.write_text(text)

@@ -105,7 +105,7 @@ def _project_loaders(folder, model_type: str):
 
     p = params.load()
     yield "load_base", loading.load_base(ModelParams(source="local", name=str(folder), revision=None, gpt2=p.model.gpt2, chat_template=None), 0)[0]
-    clf = p.model_copy(update={"flatten": p.flatten.model_copy(update={"label_names": ["neg", "pos"]})})
+    clf = p.model_copy(update={"classification": {**p.classification, "label_names": ["neg", "pos"]}})
     for name in tasks.NAMES:
         task = tasks.get(name)(clf)
         yield name, loading.load_model(folder, task.head, 0, **task.model_kwargs())

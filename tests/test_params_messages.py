@@ -39,8 +39,7 @@ def test_section_checks_read_without_pydantic_prefix_or_the_section_dump():
     with pytest.raises(UserError) as e:
         tasks.load(params.validate(raw, "p.yaml"), "p.yaml")
     assert str(e.value) == (
-        "p.yaml: 2 problem(s): flatten.label_names must list at least 2 class names when task is "
-        "'classification'; chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+        "p.yaml: 2 problem(s): classification.label_names must list at least 2 class names; chunk.mode must be 'pad' when task is 'classification' (one example per row)")
 
 
 def test_several_problems_are_joined_in_one_line():

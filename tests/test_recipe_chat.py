@@ -1,5 +1,5 @@
 """The chat recipe (smoltalk) end to end on its fixture, with the tiny GPT-2 opting into ChatML; and the
-ShareGPT schema mapped onto messages by flatten params. Same runner as tests/test_recipes.py."""
+ShareGPT schema mapped onto messages by chat params. Same runner as tests/test_recipes.py."""
 import json
 
 import datasets
@@ -60,7 +60,7 @@ def test_smoltalk_end_to_end(tmp_path):
 
 
 def test_sharegpt_conversations_map_onto_messages():
-    task = tasks.load(yaml_params({"flatten": {"messages_field": "conversations", "role_key": "from",
+    task = tasks.load(yaml_params({"chat": {"messages_field": "conversations", "role_key": "from",
                                                "content_key": "value", "role_names": {"human": "user", "gpt": "assistant"}}}))
     rows = [json.loads(line) for line in (ROOT / FIX / "sharegpt/train.jsonl").read_text().splitlines()]
     ds = datasets.load_dataset("json", data_files=str(ROOT / FIX / "sharegpt/train.jsonl"), split="train")
@@ -83,8 +83,8 @@ def yaml_params(overrides: dict):
 
 
 def test_a_role_outside_the_mapping_names_the_param():
-    p = yaml_params({"flatten": {"messages_field": "conversations", "role_key": "from", "content_key": "value"}})
+    p = yaml_params({"chat": {"messages_field": "conversations", "role_key": "from", "content_key": "value"}})
     ds = datasets.load_dataset("json", data_files=str(ROOT / FIX / "sharegpt/train.jsonl"), split="train")
-    with pytest.raises(Exception, match="flatten.role_names"):
+    with pytest.raises(Exception, match="chat.role_names"):
         tasks.load(p).flatten_record(ds[0])
     assert np.all([isinstance(x, dict) for x in ds[0]["conversations"]])

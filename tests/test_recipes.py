@@ -66,7 +66,7 @@ def test_recipe_set_matches_the_issue():
     m = {n: recipe.merged(n, base=base) for n in RECIPES}
     assert (m["eli5"].model.name, m["eli5"].data.name, m["eli5"].data.train_split) == ("distilbert/distilgpt2", "rexarski/eli5_category", "train[:5000]")
     assert m["eli5"].data.revision == "refs/convert/parquet"  # the repo itself has only a loading script
-    assert m["eli5"].flatten.text_fields == ["answers.text"] and m["eli5"].chunk.block_size == 128
+    assert m["eli5"].causal_lm["text_fields"] == ["answers.text"] and m["eli5"].chunk.block_size == 128
     assert (m["eli5"].data.holdout, m["eli5"].data.holdout_size, m["eli5"].train.epochs) == ("random", 0.2, 3)
     assert (m["eli5"].train.learning_rate, m["eli5"].train.weight_decay) == (2e-5, 0.01)
     t = m["textfiles"]
@@ -76,13 +76,13 @@ def test_recipe_set_matches_the_issue():
     assert (m["wikitext103"].data.config, m["wikitext103"].model.name) == ("wikitext-103-raw-v1", "openai-community/gpt2")
     assert (m["dolly"].task, m["dolly"].data.name) == ("instruction", "databricks/databricks-dolly-15k")
     e = m["emotion"]
-    assert (e.task, e.data.name, len(e.flatten.label_names), e.lora.enabled) == ("classification", "dair-ai/emotion", 6, False)
+    assert (e.task, e.data.name, len(e.classification["label_names"]), e.lora.enabled) == ("classification", "dair-ai/emotion", 6, False)
     r = m["rte"]
-    assert (r.data.name, r.data.config, r.flatten.text_pair_field, len(r.flatten.label_names)) == ("nyu-mll/glue", "rte", "sentence2", 2)
+    assert (r.data.name, r.data.config, r.classification["text_pair_field"], len(r.classification["label_names"])) == ("nyu-mll/glue", "rte", "sentence2", 2)
     assert r.lora.enabled and r.lora.target_modules == ["c_attn"] and r.lora.modules_to_save == ["score"]
     c = m["smoltalk"]
     assert (c.task, c.model.name, c.model.chat_template) == ("chat", "HuggingFaceTB/SmolLM2-135M-Instruct", None)
-    assert (c.data.name, c.data.config, c.flatten.messages_field, c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "concat")
+    assert (c.data.name, c.data.config, c.chat["messages_field"], c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "concat")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -109,8 +109,8 @@ def test_command_is_dvc_exp_run_named_with_every_override():
     cmd = recipe.command("eli5", ["train.max_steps=2", "train.learning_rate=0.1"], ["-f"], base=base, workspace=base)
     assert cmd[:5] == ["dvc", "exp", "run", "-n", "eli5"] and cmd[-1] == "-f"
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
-    assert "data.train_split='train[:5000]'" in sets and "flatten.text_fields=[answers.text]" in sets
-    assert "flatten.joiner=' '" in sets and "model.name=distilbert/distilgpt2" in sets
+    assert "data.train_split='train[:5000]'" in sets and "causal_lm.text_fields=[answers.text]" in sets
+    assert "causal_lm.joiner=' '" in sets and "model.name=distilbert/distilgpt2" in sets
     assert "train.learning_rate=0.1" in sets and "train.learning_rate=2e-05" not in sets  # extras replace
 
 
@@ -174,8 +174,8 @@ def lm_repo(tmp_path_factory):
 def test_eli5_end_to_end(lm_repo):
     out, params = run_recipe(lm_repo, "eli5")
     # values that need quoting reach params.yaml intact through `dvc exp run -S`
-    assert params["data"]["train_split"] == "train[:5000]" and params["flatten"]["joiner"] == " "
-    assert params["flatten"]["text_fields"] == ["answers.text"] and params["model"]["name"] is None
+    assert params["data"]["train_split"] == "train[:5000]" and params["causal_lm"]["joiner"] == " "
+    assert params["causal_lm"]["text_fields"] == ["answers.text"] and params["model"]["name"] is None
     raw = datasets.load_from_disk(lm_repo.path / "data/raw")
     # 40 fixture rows, a random 80/20 document holdout
     assert (len(raw["train"]), len(raw["validation"])) == (32, 8)

@@ -51,7 +51,7 @@ def clf_repo(tmp_path_factory):
 
 def check_classifier(repo, name):
     root = repo.path
-    names = recipe.load(name)["flatten"]["label_names"]
+    names = recipe.load(name)["classification"]["label_names"]
     ev = read(repo, "metrics/eval.json")
     n_val = sum(1 for _ in open(ROOT / FIX / name / "validation.jsonl"))
     refs = [json.loads(l)["label"] for l in open(ROOT / FIX / name / "validation.jsonl")]
@@ -175,7 +175,7 @@ print(json.dumps([a, c]))
 def test_emotion_end_to_end(clf_repo):
     run_recipe(clf_repo, "emotion")  # after rte in the same workspace: must not inherit its LoRA
     root = clf_repo.path
-    assert clf_repo.params["lora"]["enabled"] is False and clf_repo.params["flatten"]["text_pair_field"] is None
+    assert clf_repo.params["lora"]["enabled"] is False and clf_repo.params["classification"]["text_pair_field"] is None
     assert not (root / "models/final/adapter_config.json").exists() and not (root / "models/export/adapter").exists()
     ev = check_classifier(clf_repo, "emotion")
     train = read(clf_repo, "metrics/train.json")

@@ -14,7 +14,7 @@ from lmtune.report import card, metrics, samples
 from task_helpers import EOS, bound, tok  # noqa: F401 (fixtures)
 
 LM, INS = bound("causal_lm"), bound("instruction")
-CLF = bound("classification", flatten={"label_names": ["a", "b"]}, chunk={"mode": "pad"})
+CLF = bound("classification", classification={"label_names": ["a", "b"]}, chunk={"mode": "pad"})
 
 LM_METRICS = {"loss": 2.5, "perplexity": 12.182494, "accuracy": 0.253456, "n_tokens": 63}
 CLF_METRICS = {"accuracy": 0.523456, "macro_f1": 0.333333, "n_examples": 4}

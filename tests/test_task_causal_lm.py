@@ -12,7 +12,7 @@ def chunked(split, mode, block_size):
 
 def test_flatten_eli5_nested_answers():
     rec = {"title": "Why?", "answers": {"a_id": ["a", "b"], "text": ["First answer.", "Second one."], "score": [3, 1]}}
-    lm = bound("causal_lm", flatten={"text_fields": ["answers.text"], "joiner": " "})
+    lm = bound("causal_lm", causal_lm={"text_fields": ["answers.text"], "joiner": " "})
     assert lm.flatten_record(rec) == {"text": "First answer. Second one."}
     assert lm.source_fields() == ["answers.text"]
     assert not lm.keep_flat({"text": " \n"}) and lm.keep_flat({"text": "x"})

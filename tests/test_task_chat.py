@@ -91,9 +91,9 @@ def test_sharegpt_turns_map_onto_messages():
     assert chat.to_messages(turns, "from", "value", names) == [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."}]
-    with pytest.raises(UserError, match="role 'human' is none of .*flatten.role_names"):
+    with pytest.raises(UserError, match="role 'human' is none of .*chat.role_names"):
         chat.to_messages(turns, "from", "value", {})
-    with pytest.raises(UserError, match="flatten.role_key"):
+    with pytest.raises(UserError, match="chat.role_key"):
         chat.to_messages(turns, "role", "content", names)
 
 

@@ -12,19 +12,19 @@ from lmtune.eval.evaluation import confusion_csv
 from lmtune.models import lora
 from task_helpers import EOS, bound, ds, tok  # noqa: F401 (fixtures)
 
-CLF = bound("classification", flatten={"label_names": ["neg", "pos"]}, chunk={"mode": "pad", "block_size": 32})
+CLF = bound("classification", classification={"label_names": ["neg", "pos"]}, chunk={"mode": "pad", "block_size": 32})
 
 
 def test_flatten_classification_pair_and_labels():
-    rte = bound("classification", flatten={"text_field": "sentence1", "text_pair_field": "sentence2",
+    rte = bound("classification", classification={"text_field": "sentence1", "text_pair_field": "sentence2",
                                            "label_names": ["entailment", "not_entailment"]})
     rec = {"sentence1": "A man sings.", "sentence2": "A person sings.", "label": 1, "idx": 7}
     assert rte.flatten_record(rec) == {"text": "A man sings.", "text_pair": "A person sings.", "label": 1}
     # a named label maps through label_names; an unknown or out-of-range one is a one-line UserError naming the key
     assert rte.flatten_record({**rec, "label": "entailment"})["label"] == 0
-    with pytest.raises(UserError, match="flatten.label_names"):
+    with pytest.raises(UserError, match="classification.label_names"):
         rte.flatten_record({**rec, "label": "maybe"})
-    with pytest.raises(UserError, match="flatten.label_field"):
+    with pytest.raises(UserError, match="classification.label_field"):
         rte.flatten_record({**rec, "label": 2})
 
 
@@ -63,11 +63,15 @@ def test_task_cross_field_rules_name_the_key():
     with pytest.raises(UserError) as e:
         tasks.load(p)  # the task's own checks run where it is loaded
     assert str(e.value) == (
-        "params.yaml: 2 problem(s): flatten.label_names must list at least 2 class names when task is "
-        "'classification'; chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+        "params.yaml: 2 problem(s): classification.label_names must list at least 2 class names; "
+        "chunk.mode must be 'pad' when task is 'classification' (one example per row)")
+    # A shared section's problem and the running task's own section's, in one message.
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["task"] = "instruction"
     raw["lora"] = {**raw["lora"], "enabled": True, "target_modules": []}
-    raw["flatten"] = {**raw["flatten"], "instruction_template": "no placeholder"}
+    raw["instruction"] = {**raw["instruction"], "instruction_template": "no placeholder"}
     with pytest.raises(UserError) as e:
-        params.validate(raw)
-    assert "lora.target_modules" in str(e.value) and "flatten.instruction_template" in str(e.value)
+        tasks.validate(raw)
+    assert str(e.value) == (
+        "params.yaml: 2 problem(s): lora.target_modules must name at least one module when lora.enabled is "
+        "true; instruction.instruction_template must contain {instruction}")

@@ -23,7 +23,7 @@ from lmtune.tasks.classification import label_id
 from task_helpers import EOS, bound, ds, tok  # noqa: F401 (fixtures)
 
 LM, INS = bound("causal_lm"), bound("instruction")
-CLF = bound("classification", flatten={"label_names": ["neg", "pos"]}, chunk={"mode": "pad"})
+CLF = bound("classification", classification={"label_names": ["neg", "pos"]}, chunk={"mode": "pad"})
 IGNORE = -100
 CPU = Placement("cpu", None)
 
@@ -66,7 +66,7 @@ def _tokens(task, cols, dtype=np.uint16):
 
 
 def _examples(task, split, mode, block_size, where):
-    task = bound(task.name, flatten=task.p.flatten.model_dump(), chunk={"mode": mode, "block_size": block_size})
+    task = bound(task.name, **{task.name: getattr(task.p, task.name)}, chunk={"mode": mode, "block_size": block_size})
     return task.examples(split, 0, where)
 
 
@@ -130,7 +130,7 @@ def test_instruction_record_with_and_without_context():
     rec = {"instruction": " Name a color. ", "context": "Colors: red.", "response": " Red. "}
     out = INS.flatten_record(rec)
     assert out == {"prompt": "### Instruction:\nName a color.\n\n### Context:\nColors: red.\n\n### Response:\n", "response": "Red."}
-    no_ctx = bound("instruction", flatten={"context_field": None})
+    no_ctx = bound("instruction", instruction={"context_field": None})
     assert no_ctx.flatten_record(rec)["prompt"] == "### Instruction:\nName a color.\n\n### Response:\n"
     empty = INS.flatten_record({"instruction": None, "context": None, "response": None})
     assert empty == {"prompt": "### Instruction:\n\n\n### Response:\n", "response": ""}
@@ -138,7 +138,7 @@ def test_instruction_record_with_and_without_context():
 
 
 def test_classification_record_without_text_or_pair():
-    f = bound("classification", flatten={"text_field": "sentence", "text_pair_field": None, "label_names": ["neg", "pos"]})
+    f = bound("classification", classification={"text_field": "sentence", "text_pair_field": None, "label_names": ["neg", "pos"]})
     assert f.flatten_record({"sentence": None, "label": 0}) == {"text": "", "text_pair": None, "label": 0}
     assert not CLF.keep_flat({"text": "  "}) and CLF.keep_flat({"text": "ok"})
 
@@ -147,15 +147,18 @@ def test_label_ids_at_the_edges():
     names = ["a", "b", "c"]
     assert [label_id(v, names) for v in (0, 2, np.int64(1), "c")] == [0, 2, 1, 2]
     for bad in (3, -1, True, 1.0, None):
-        with pytest.raises(UserError, match=r"flatten.label_field: label .* is not a class id in \[0, 3\)"):
+        with pytest.raises(UserError, match=r"classification.label_field: label .* is not a class id in \[0, 3\)"):
             label_id(bad, names)
 
 
 def test_classification_param_problems_read_in_full():
-    bad = bound("classification", chunk={"mode": "concat"}, flatten={"label_names": ["only"]})
-    assert bad.problems() == [
-        "flatten.label_names must list at least 2 class names when task is 'classification'",
-        "chunk.mode must be 'pad' when task is 'classification' (one example per row)"]
+    bad = bound("classification", chunk={"mode": "concat"}, classification={"label_names": ["neg", "pos"]})
+    p = bad.p.model_copy(update={"classification": {**bad.p.classification, "label_names": ["only"]}})
+    with pytest.raises(UserError) as e:
+        tasks.load(p)
+    assert str(e.value) == (
+        "params.yaml: 2 problem(s): classification.label_names must list at least 2 class names; "
+        "chunk.mode must be 'pad' when task is 'classification' (one example per row)")
 
 
 def test_confusion_csv_uses_unix_line_ends():
@@ -194,13 +197,13 @@ def test_classifier_gets_its_labels_and_eos_as_pad_unless_it_has_a_pad(tmp_path)
 def _load(task, folder, names=None):
     """loading.load_model with the task's head and kwargs (a classifier bound to `names`)."""
     if names is not None:
-        task = bound(task.name, flatten={"label_names": names}, chunk={"mode": "pad"})
+        task = bound(task.name, classification={"label_names": names}, chunk={"mode": "pad"})
     return loading.load_model(folder, task.head, 0, **task.model_kwargs())
 
 
 def _tuned(task, folder, base, names=None):
     if names is not None:
-        task = bound(task.name, flatten={"label_names": names}, chunk={"mode": "pad"})
+        task = bound(task.name, classification={"label_names": names}, chunk={"mode": "pad"})
     return lora.load_tuned(folder, base, task.head, 0, **task.model_kwargs())
 
 
@@ -282,7 +285,7 @@ def test_classifier_evaluation_names_the_classes(tmp_path):
     blocks = ds({"input_ids": [[2, 3, 1, 1], [4, 5, 6, 1], [7, 1, 1, 1]], "attention_mask": [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]],
                  "labels": [0, 1, 1]}, None).with_format("torch")
     r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), 2, 2)
-    out = bound("classification", flatten={"label_names": ["neg", "pos"]}, evaluate={"batch_size": 2}).evaluate(model, blocks, tokenizer=None)
+    out = bound("classification", classification={"label_names": ["neg", "pos"]}, evaluate={"batch_size": 2}).evaluate(model, blocks, tokenizer=None)
     assert out == {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n_examples": 3,
                    "support": {"neg": 1, "pos": 2}, "predicted_counts": dict(zip(["neg", "pos"], r["predicted_counts"])),
                    "confusion_matrix": r["confusion_matrix"], "blocks": r["blocks"]}

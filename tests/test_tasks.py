@@ -11,8 +11,9 @@ from conftest import ROOT
 from lmtune import params, tasks
 from lmtune.tasks.base import Head, Metric, Task
 
-HOOKS = [n for n, v in vars(Task).items() if callable(v) and not n.startswith("_")]
-DECLARATIONS = ["name", "title", "head", "metrics", "block_columns"]
+HOOKS = [n for n, v in vars(Task).items() if (callable(v) or isinstance(v, classmethod)) and not n.startswith("_")
+         and n != "Settings"]
+DECLARATIONS = ["name", "title", "head", "metrics", "block_columns", "Settings"]
 
 
 def test_registry_covers_the_params_schema():
@@ -24,16 +25,19 @@ def test_registry_covers_the_params_schema():
 
 
 def test_the_contract_is_narrow():
-    # what a task says: 5 declarations and 11 hooks (plus its params, given at construction)
+    # what a task says: 6 declarations (its own params schema among them) and 11 hooks
     assert HOOKS == ["problems", "source_fields", "flatten_record", "keep_flat", "document_text", "token_features",
                      "tokenize_batch", "examples", "model_kwargs", "prompt", "evaluate"]
-    assert len(HOOKS) + len(DECLARATIONS) == 16
+    assert len(HOOKS) + len(DECLARATIONS) == 17
 
 
 @pytest.mark.parametrize("name", tasks.NAMES)
 def test_every_task_implements_the_contract(name):
     cls = tasks.get(name)
     assert cls.name == name and cls.title and isinstance(cls.head, Head)
+    # its own params: a strict schema of its own, for the params.yaml section named after it
+    assert cls.Settings is not getattr(Task, "Settings", None) and cls.Settings.model_config["extra"] == "forbid"
+    assert name in params.Params.model_fields
     assert all(isinstance(m, Metric) for m in cls.metrics) and sum(m.ranks for m in cls.metrics) == 1
     assert tasks.ranking(cls).higher_is_better is not None  # ranks by a score, not a count
     shared, per_model = cls.block_columns

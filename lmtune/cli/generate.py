@@ -16,7 +16,7 @@ from lmtune.report import samples
 
 @cli
 def main(argv=None) -> None:
-    all_params = params.load()
+    all_params, task = tasks.load_params()
     gp = all_params.generate
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prompt", required=True)
@@ -32,7 +32,6 @@ def main(argv=None) -> None:
     gp = params.GenerateParams(prompts=[a.prompt], max_new_tokens=a.max_new_tokens, temperature=a.temperature,
                                top_k=a.top_k, top_p=a.top_p, seed=a.seed)
     loading.check_model_dir(a.model)
-    task = tasks.load(all_params)
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     placement = device.current(all_params.train.precision)
     model = generation.place(loading.auto_class(task.head).from_pretrained(a.model, use_safetensors=True), placement)

@@ -66,9 +66,7 @@ def merged(name: str, base: dict | None = None, root: Path = RECIPES) -> params.
     checks (errors name the key)."""
     base = committed_params() if base is None else base
     source = f"recipes/{name}.yaml on params.yaml"
-    p = params.validate(deep_update(base, load(name, root)), source)
-    tasks.load(p, source)
-    return p
+    return tasks.validate(deep_update(base, load(name, root)), source)[0]
 
 
 def dotted(overrides: dict, prefix: str = "") -> dict:

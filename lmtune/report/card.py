@@ -10,7 +10,7 @@ import json
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from lmtune import paths
+from lmtune import params, paths
 from lmtune.report import metrics as metrics_text
 from lmtune.report import samples as samples_text
 
@@ -27,6 +27,11 @@ ENGLISH = {"sotu", "Salesforce/wikitext", "nyu-mll/glue", "dair-ai/emotion", "da
 # The export's own outputs are being written; the harness stages run after it (on models/export), so what
 # dvc.lock holds for them is a previous run's.
 AFTER_EXPORT = ("export", "harness_base", "harness")
+
+
+def other_tasks(p) -> set[str]:
+    """The params sections of the tasks `p` does not run."""
+    return set(params.TASKS) - {p.task}
 
 
 def lock_outputs(lock_path=paths.ROOT / "dvc.lock", skip=AFTER_EXPORT) -> list[tuple[str, str, str]]:
@@ -153,8 +158,10 @@ def model_card(task, samples: list[dict], model) -> ModelCard:
         *[f"- `{path}` md5 (dvc.lock, stage `{stage}`): `{md5}`" for stage, path, md5 in lock_outputs()],
         "", "### Training", "", "```json", json.dumps(metrics.get("train", {}), indent=2, sort_keys=True), "```",
         # harness.* measures the exported model afterwards (stages harness, harness_base): not what made it,
-        # and left out so that a harness setting does not rebuild the export (dvc.yaml's export params).
-        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(exclude={"harness"}), sort_keys=False).rstrip(),
+        # and left out so that a harness setting does not rebuild the export (dvc.yaml's export params); so
+        # are the sections of the tasks that did not run.
+        "", "### Params", "", "```yaml", yaml.safe_dump(p.model_dump(exclude={"harness", *other_tasks(p)}),
+                                                        sort_keys=False).rstrip(),
         "```", "",
     ]
     data = card_data(task, ev.get("tuned"))

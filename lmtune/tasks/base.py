@@ -8,10 +8,9 @@ loading and LoRA in `lmtune.models`, sampling in `lmtune.eval.generation`, and e
 table and sample rendering in `lmtune.report`, derived from these declarations.
 
 A task object is bound to the validated params it runs with (`tasks.load(p)`), so its hooks take only
-the data they transform.
+the data they transform. Its own params are a section of params.yaml named after it (`causal_lm:`, ...),
+validated by its `Settings` schema and read as `self.settings`.
 """
-import hashlib
-import json
 from dataclasses import dataclass
 
 
@@ -56,12 +55,17 @@ class Task:
     # first `doc` and `pos`, where the unit came from, which lmtune.eval.evaluation copies from data/chunks
     # and compare's document bootstrap reads), and per-model columns (written as base_<name>, tuned_<name>).
     block_columns: tuple[tuple[str, ...], tuple[str, ...]]
+    # The schema of the task's own params section (params.yaml `<name>:`), a pydantic model.
+    Settings: type
 
     def __init__(self, p):
         self.p = p  # the validated params (lmtune.params.Params)
+        self.settings = self.Settings.model_validate(getattr(p, self.name))  # its own section, validated
 
-    def problems(self) -> list[str]:
-        """Cross-section params checks for this task, each message naming its key."""
+    @classmethod
+    def problems(cls, p) -> list[str]:
+        """What this task needs of the shared params sections (e.g. chunk.mode), each message naming its key.
+        Its own section is checked by `Settings`."""
         return []
 
     # ---- data: record -> flat row -> token ids -> examples ------------------------------------------
@@ -75,7 +79,7 @@ class Task:
         raise NotImplementedError
 
     def keep_flat(self, row: dict) -> bool:
-        """flatten.drop_empty: whether a flat row has something to learn from."""
+        """Whether a flat row has something to learn from (flatten.drop_empty drops the others)."""
         raise NotImplementedError
 
     @staticmethod
@@ -116,9 +120,3 @@ class Task:
 def ranking(task) -> Metric:
     """The metric that ranks a task's runs."""
     return next(m for m in task.metrics if m.ranks)
-
-
-def fingerprint_extra(p) -> str:
-    """What else a training checkpoint depends on besides train params and data: task, labels, LoRA."""
-    extra = {"task": p.task, "label_names": p.flatten.label_names, "lora": p.lora.model_dump()}
-    return hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()

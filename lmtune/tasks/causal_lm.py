@@ -1,8 +1,20 @@
 """causal_lm: one `text` per record (nested fields joined); the global token stream cut into blocks
 (`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`)."""
+from typing import Annotated
+
+from pydantic import Field
+
 from lmtune.data import text
 from lmtune.errors import UserError
+from lmtune.params import Strict
 from lmtune.tasks.base import Head, Metric, Task
+
+
+class Settings(Strict):
+    """params.yaml `causal_lm:`"""
+    # Dotted paths into each record (e.g. `answers.text`); list values are joined with `joiner`.
+    text_fields: Annotated[list[str], Field(min_length=1)]
+    joiner: str
 
 
 class CausalLM(Task):
@@ -16,12 +28,13 @@ class CausalLM(Task):
         Metric("n_tokens", "tokens", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
+    Settings = Settings
 
     def source_fields(self) -> list[str]:
-        return list(self.p.flatten.text_fields)
+        return list(self.settings.text_fields)
 
     def flatten_record(self, record: dict) -> dict:
-        return {"text": text.flatten_record(record, self.p.flatten.text_fields, self.p.flatten.joiner)}
+        return {"text": text.flatten_record(record, self.settings.text_fields, self.settings.joiner)}
 
     def keep_flat(self, row: dict) -> bool:
         return bool(row["text"].strip())

@@ -1,5 +1,5 @@
 """chat: conversations (a list of {role, content} turns: smoltalk, no_robots; ShareGPT's {from, value}
-mapped by flatten.role_key/content_key/role_names), rendered with the tokenizer's own chat template; the
+mapped by chat.role_key/content_key/role_names), rendered with the tokenizer's own chat template; the
 loss sees each assistant turn's text and the end-of-turn (eos) token that closes it, nothing of the system
 or user turns nor of the template's markup. Examples padded one per row (`chunk.mode: pad`) or packed
 whole, several per row, never attending across examples (`concat`, lmtune.data.packing).
@@ -12,6 +12,7 @@ generation prompt is a prefix of the whole rendering, and turn i's content follo
 import numpy as np
 
 from lmtune.errors import UserError
+from lmtune.params import Strict
 from lmtune.tasks.base import Head, Metric, Task
 
 IGNORE_INDEX = -100  # as lmtune.data.examples (not imported here: only the chunk stage loads that module)
@@ -20,6 +21,15 @@ ROLES = ("system", "user", "assistant")
 NO_TEMPLATE = ("models/base: the tokenizer has no chat template; task chat renders conversations with the "
                "model's own. Use an instruct model that ships one, or set model.chat_template: chatml to give "
                "this one ChatML (its eos token ends each turn)")
+
+
+class Settings(Strict):
+    """params.yaml `chat:` the record's list of turns, each turn's role and text keys, and role renames onto
+    system/user/assistant (ShareGPT: conversations of {from, value}, human -> user, gpt -> assistant)."""
+    messages_field: str
+    role_key: str
+    content_key: str
+    role_names: dict[str, str]
 
 
 # ---- pure functions ------------------------------------------------------------------------------
@@ -32,11 +42,11 @@ def to_messages(turns, role_key: str, content_key: str, role_names: dict[str, st
     for i, t in enumerate(turns):
         if not isinstance(t, dict) or role_key not in t or content_key not in t:
             raise UserError(f"{where} turn {i}: expected keys {role_key!r} and {content_key!r} "
-                            f"(flatten.role_key, flatten.content_key), got {t!r:.80}")
+                            f"(chat.role_key, chat.content_key), got {t!r:.80}")
         role = role_names.get(t[role_key], t[role_key])
         if role not in ROLES:
             raise UserError(f"{where} turn {i}: role {t[role_key]!r} is none of {list(ROLES)}; "
-                            "map it with flatten.role_names")
+                            "map it with chat.role_names")
         out.append({"role": role, "content": t[content_key] or ""})
     return out
 
@@ -130,12 +140,13 @@ class Chat(Task):
         Metric("n_prompts", "prompts", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
+    Settings = Settings
 
     def source_fields(self) -> list[str]:
-        return [self.p.flatten.messages_field]
+        return [self.settings.messages_field]
 
     def flatten_record(self, record: dict) -> dict:
-        fp = self.p.flatten
+        fp = self.settings
         return {"messages": to_messages(record[fp.messages_field], fp.role_key, fp.content_key, dict(fp.role_names),
                                         f"field {fp.messages_field!r}")}
 

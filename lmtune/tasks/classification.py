@@ -1,19 +1,40 @@
 """classification: `text` (+ `text_pair`, joined by the eos token, attended) + integer `label`; a
 sequence-classification head on the base LM; examples padded/truncated to block_size."""
+from typing import Optional
+
 import numpy as np
+from pydantic import model_validator
 
 from lmtune.data import text
 from lmtune.errors import UserError
+from lmtune.params import Strict
 from lmtune.tasks.base import Head, Metric, Task
+
+
+class Settings(Strict):
+    """params.yaml `classification:` text (+ optional pair, joined by the eos token) and an integer or
+    named label; class i is label_names[i]."""
+    text_field: str
+    text_pair_field: Optional[str]
+    label_field: str
+    label_names: list[str]
+
+    @model_validator(mode="after")
+    def _names(self):
+        if len(self.label_names) < 2:
+            raise ValueError("classification.label_names must list at least 2 class names")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"classification.label_names has duplicates: {self.label_names}")
+        return self
 
 
 def label_id(value, names: list[str]) -> int:
     if isinstance(value, str):
         if value not in names:
-            raise UserError(f"flatten.label_names: label {value!r} in the data is not one of {names}")
+            raise UserError(f"classification.label_names: label {value!r} in the data is not one of {names}")
         return names.index(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < len(names):
-        raise UserError(f"flatten.label_field: label {value!r} is not a class id in [0, {len(names)}) (flatten.label_names has {len(names)} names)")
+        raise UserError(f"classification.label_field: label {value!r} is not a class id in [0, {len(names)}) (classification.label_names has {len(names)} names)")
     return int(value)
 
 
@@ -28,21 +49,20 @@ class Classification(Task):
         Metric("n_examples", "examples", "d", None),
     )
     block_columns = (("doc", "pos", "label"), ("pred",))
+    Settings = Settings
 
-    def problems(self) -> list[str]:
-        p, problems = self.p, []
-        if len(p.flatten.label_names) < 2:
-            problems.append("flatten.label_names must list at least 2 class names when task is 'classification'")
+    @classmethod
+    def problems(cls, p) -> list[str]:
         if p.chunk.mode != "pad":
-            problems.append("chunk.mode must be 'pad' when task is 'classification' (one example per row)")
-        return problems
+            return ["chunk.mode must be 'pad' when task is 'classification' (one example per row)"]
+        return []
 
     def source_fields(self) -> list[str]:
-        fp = self.p.flatten
+        fp = self.settings
         return [f for f in (fp.text_field, fp.text_pair_field, fp.label_field) if f]
 
     def flatten_record(self, record: dict) -> dict:
-        fp = self.p.flatten
+        fp = self.settings
         pair = text.get_field(record, fp.text_pair_field) if fp.text_pair_field else None
         return {"text": text.get_field(record, fp.text_field) or "", "text_pair": pair,
                 "label": label_id(text.get_field(record, fp.label_field), fp.label_names)}
@@ -76,7 +96,7 @@ class Classification(Task):
         return examples.examples_table(examples.numbered(examples.none_left(out, where, block_size)))
 
     def model_kwargs(self) -> dict:
-        names = self.p.flatten.label_names
+        names = self.settings.label_names
         return {"num_labels": len(names), "id2label": dict(enumerate(names)),
                 "label2id": {n: i for i, n in enumerate(names)}}
 
@@ -85,7 +105,7 @@ class Classification(Task):
         and each example's label and prediction ("blocks")."""
         from lmtune.eval import metrics
 
-        names = self.p.flatten.label_names
+        names = self.settings.label_names
         r = metrics.evaluate_classifier(model, blocks.rename_column("labels", "label"), self.p.evaluate.batch_size,
                                         len(names), autocast=autocast, desc=desc)
         return {

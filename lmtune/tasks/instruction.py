@@ -1,8 +1,33 @@
 """instruction: `prompt` + `response` per record (Dolly schema); the loss sees only the response and its
 eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed whole, several per
 row, each attending only to itself (`concat`, lmtune.data.packing)."""
+from typing import Optional
+
+from pydantic import model_validator
+
 from lmtune.data import text
+from lmtune.params import Strict
 from lmtune.tasks.base import Head, Metric, Task
+
+
+class Settings(Strict):
+    """params.yaml `instruction:` the record's fields, and the prompt built from them. The context block is
+    added only when the record's context is non-empty; the loss sees only the response (+ eos)."""
+    instruction_field: str
+    context_field: Optional[str]
+    response_field: str
+    instruction_template: str   # must contain {instruction}
+    context_template: str       # must contain {context}
+    response_template: str      # the prompt's last part, before the response text
+
+    @model_validator(mode="after")
+    def _templates(self):
+        problems = [f"instruction.{key} must contain {{{slot}}}"
+                    for key, slot in (("instruction_template", "instruction"), ("context_template", "context"))
+                    if f"{{{slot}}}" not in getattr(self, key)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def instruction_prompt(fp, instruction: str, context: str | None = None) -> str:
@@ -26,13 +51,14 @@ class Instruction(Task):
         Metric("n_tokens", "tokens", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
+    Settings = Settings
 
     def source_fields(self) -> list[str]:
-        fp = self.p.flatten
+        fp = self.settings
         return [f for f in (fp.instruction_field, fp.context_field, fp.response_field) if f]
 
     def flatten_record(self, record: dict) -> dict:
-        fp = self.p.flatten
+        fp = self.settings
         context = record.get(fp.context_field) if fp.context_field else None
         response = text.get_field(record, fp.response_field)
         return {"prompt": instruction_prompt(fp, text.get_field(record, fp.instruction_field) or "", context),
@@ -79,7 +105,7 @@ class Instruction(Task):
 
     def prompt(self, text: str) -> str:
         """An instruction model is prompted with the template it was trained on."""
-        return instruction_prompt(self.p.flatten, text)
+        return instruction_prompt(self.settings, text)
 
     def evaluate(self, model, blocks, *, tokenizer, autocast=None, desc=None) -> dict:
         from lmtune.eval import metrics

@@ -32,7 +32,9 @@ def identity(p, planned, world_size: int, base: Path = paths.BASE, chunks: Path 
         "train": planned.model_dump(),
         "seed": p.seed,
         "task": p.task,                      # the model class, the loss, how examples are collated
-        "label_names": p.flatten.label_names,  # a classifier's head: its size, and which row is which class
+        # The task's own params section: a classifier's label names size its head and order its rows (the rest
+        # shape the data, which `chunks` covers too).
+        "task_params": getattr(p, p.task),
         "lora": p.lora.model_dump(),         # which weights train and how the adapters are shaped
         "world_size": world_size,
         # The launcher's file: its distributed type (DDP, FSDP, DeepSpeed) decides how the state is sharded.
