@@ -107,3 +107,36 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path):
                                        ("lmtune.data.text", 1), ("lmtune.models.lora", 1), ("lmtune.params", 0)])
 def test_layers_are_read_from_the_module_path(mod, rank):
     assert layer(mod) == rank
+
+
+# Functions longer than this in lmtune/ and stages/ carry a `# long: <why>` comment on the lines above their def.
+MAX_LINES = 50
+
+
+def long_functions_without_reason(source: str) -> list[str]:
+    """Names of the functions in `source` over MAX_LINES lines with no `# long:` comment right above them."""
+    lines, out = source.splitlines(), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_LINES:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1  # 0-based line of the def
+            above = []
+            for line in reversed(lines[:first]):
+                if not line.lstrip().startswith("#"):
+                    break
+                above.append(line)
+            if not any(line.lstrip().startswith("# long:") for line in above):
+                out.append(node.name)
+    return out
+
+
+def test_long_functions_say_why():
+    found = {f"{path.relative_to(ROOT)}:{name}" for top in ("lmtune", "stages") for path in (ROOT / top).rglob("*.py")
+             for name in long_functions_without_reason(path.read_text(encoding="utf-8"))}
+    assert not found, f"over {MAX_LINES} lines without a '# long: <why>' comment above the def: {sorted(found)}"
+
+
+def test_the_length_check_sees_a_long_function():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_LINES))
+    assert long_functions_without_reason(f"def f():\n{body}") == ["f"]
+    assert long_functions_without_reason(f"# long: a reason\ndef f():\n{body}") == []
+    assert long_functions_without_reason(f"def f():\n{body[:-12]}") == []  # exactly MAX_LINES lines

@@ -135,6 +135,8 @@ def _checkpointable_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
+# long: the hooks below share this function's per-trace state (seen, in_layer, current) over one fake forward
+# pass; split apart they would need a class holding the same state.
 def saved_bytes(model, inputs: dict, device: str = "cpu", autocast_dtype=None) -> tuple[int, int, int]:
     """(saved bytes, saved bytes with gradient checkpointing, logits elements) of one training forward
     pass of `model` on `inputs` (real tensors: only their shapes and dtypes are used), on fake tensors.

@@ -339,6 +339,8 @@ def peak_memory_mb() -> float:
     return peak_rss() / 2**20
 
 
+# long: half of it is the two result records (metrics, timing), one documented number a line; the run itself
+# (resume point, callbacks, Trainer) is the first 20 lines.
 def train(model, tokenizer, train_ds, eval_ds, tp: TrainParams, seed: int, ckpt_dir: Path, fp: str,
           callbacks=(), stamp_extra: dict | None = None, args: transformers.TrainingArguments | None = None):
     """Run the Trainer, resuming from `ckpt_dir` when its stamp equals `fp` (lmtune.train.checkpoints).
