@@ -3,7 +3,7 @@ from lmtune import params, paths
 from lmtune.models import chat_template, loading
 from lmtune.data import sources
 from lmtune.errors import cli
-from lmtune.io import atomic_dir, save_dataset
+from lmtune.io import save_dataset, staged_outputs
 
 
 @cli
@@ -12,11 +12,10 @@ def main() -> None:
     raw = sources.load_raw(p.data, p.seed)
     model, tokenizer = loading.load_base(p.model, p.seed)
     tokenizer = chat_template.with_default_template(tokenizer, p.model.chat_template)
-    with atomic_dir(paths.RAW) as tmp:
-        save_dataset(raw, tmp)
-    with atomic_dir(paths.BASE) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    with staged_outputs(paths.RAW, paths.BASE) as (raw_dir, base_dir):
+        save_dataset(raw, raw_dir)
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
     print(f"download: {', '.join(f'{k} {len(v)} rows' for k, v in raw.items())}; base model -> {paths.BASE}")
 
 

@@ -11,7 +11,7 @@ import json
 from lmtune import paths
 from lmtune.errors import cli
 from lmtune.eval import evaluation
-from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.io import staged_outputs, write_json
 from lmtune.report import metrics
 from stages.common import begin
 
@@ -25,9 +25,10 @@ def main() -> None:
     result = {"base": json.loads(paths.EVAL_BASE.read_text(encoding="utf-8"))["base"], "tuned": tuned}
     plot = evaluation.confusion_csv(tuned)
     tuned.pop("confusion_matrix", None)
-    atomic_write_text(paths.BLOCKS, evaluation.blocks_csv(task, {"base": base_blocks, "tuned": blocks}))
-    atomic_write_text(paths.CONFUSION, plot)
-    atomic_write_json(paths.EVAL_METRICS, result)
+    with staged_outputs(paths.BLOCKS, paths.CONFUSION, paths.EVAL_METRICS) as (blocks_csv, confusion, eval_json):
+        blocks_csv.write_text(evaluation.blocks_csv(task, {"base": base_blocks, "tuned": blocks}), encoding="utf-8")
+        confusion.write_text(plot, encoding="utf-8")
+        write_json(eval_json, result)
     for name, m in result.items():
         print(f"evaluate: {metrics.console_line(task, name, m)}")
 

@@ -7,7 +7,7 @@ tuned numbers). For classification the base has the untrained (seeded) head, the
 from lmtune import paths
 from lmtune.errors import cli
 from lmtune.eval import evaluation
-from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.io import staged_outputs, write_json
 from lmtune.report import metrics
 from stages.common import begin
 
@@ -17,8 +17,9 @@ def main() -> None:
     _, task = begin(tune_allocator=True)
     m, blocks = evaluation.evaluate(task, "base")
     m.pop("confusion_matrix", None)
-    atomic_write_text(paths.BLOCKS_BASE, evaluation.blocks_csv(task, {"base": blocks}))
-    atomic_write_json(paths.EVAL_BASE, {"base": m})
+    with staged_outputs(paths.BLOCKS_BASE, paths.EVAL_BASE) as (blocks_csv, eval_json):
+        blocks_csv.write_text(evaluation.blocks_csv(task, {"base": blocks}), encoding="utf-8")
+        write_json(eval_json, {"base": m})
     print(f"evaluate_base: {metrics.console_line(task, 'base', m)}")
 
 

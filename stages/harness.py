@@ -9,7 +9,7 @@ import json
 from lmtune import paths
 from lmtune.errors import cli
 from lmtune.eval import harness
-from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.io import staged_outputs, write_json
 from stages.common import begin
 
 
@@ -18,8 +18,9 @@ def main() -> None:
     p, task = begin()
     tuned, samples = harness.measure(paths.EXPORT, p, task, "tuned")
     result = harness.side_by_side(json.loads(paths.HARNESS_BASE.read_text(encoding="utf-8")), tuned)
-    atomic_write_text(paths.HARNESS_SAMPLES, samples)
-    atomic_write_json(paths.HARNESS_METRICS, result)
+    with staged_outputs(paths.HARNESS_SAMPLES, paths.HARNESS_METRICS) as (samples_file, metrics_file):
+        samples_file.write_text(samples, encoding="utf-8")
+        write_json(metrics_file, result)
     print("\n".join(harness.lines(result, "base") + harness.lines(result, "tuned")))
 
 

@@ -7,7 +7,7 @@ and the harness params only, so `dvc exp run -S train.*` reruns only the tuned s
 from lmtune import paths
 from lmtune.errors import cli
 from lmtune.eval import harness
-from lmtune.io import atomic_write_json, atomic_write_text
+from lmtune.io import staged_outputs, write_json
 from stages.common import begin
 
 
@@ -16,8 +16,9 @@ def main() -> None:
     p, task = begin()
     harness.write_documents(task, p.harness)
     rec, samples = harness.measure(paths.BASE, p, task, "base")
-    atomic_write_text(paths.HARNESS_SAMPLES_BASE, samples)
-    atomic_write_json(paths.HARNESS_BASE, rec)
+    with staged_outputs(paths.HARNESS_SAMPLES_BASE, paths.HARNESS_BASE) as (samples_file, metrics_file):
+        samples_file.write_text(samples, encoding="utf-8")
+        write_json(metrics_file, rec)
     print("\n".join(harness.lines(rec, "base")))
 
 

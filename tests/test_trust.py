@@ -178,7 +178,7 @@ def test_kill_between_the_two_renames_restores_the_previous_output(tmp_path):
 def test_every_stage_commits_its_outputs_whole_whichever_rename_fails(tiny_repro, tmp_path):
     """Each dvc.yaml stage, run with the renames onto its outputs intercepted (tests/stage_faults.py):
     - the n-th of them failing, for every n the stage makes: the stage stops, no temp is left, and every
-      output is entirely old or entirely new; train's four outputs (model, curves, metrics, timing) are
+      output is entirely old or entirely new, and all of a stage's outputs alike; train's four outputs (model, curves, metrics, timing) are
       committed together, so for train every one of them is old;
     - all of them skipped: the stage runs to its end without touching an output in place, and renamed
       something onto each output it declares, which is what it would have written: byte-identical to the
@@ -197,6 +197,8 @@ def test_every_stage_commits_its_outputs_whole_whichever_rename_fails(tiny_repro
         for failed in refused:
             assert failed["result"] == "refused" and failed["temps"] == [], (name, failed)
             assert set(failed["outputs"].values()) <= {"old", "new"}, (name, failed)
+            # a stage's outputs are committed as a group: all old or all new, never a new one beside old ones
+            assert len(set(failed["outputs"].values())) == 1, (name, failed)
             if name == "train":
                 assert set(failed["outputs"].values()) == {"old"}, failed
         assert finished["result"] == "finished" and finished["n"] == finished["renames"] + 1, (name, finished)
