@@ -7,8 +7,11 @@
   random final hidden states): the model's own loss over the whole logits (transformers' ForCausalLMLoss:
   logits -> fp32 -> cross-entropy) vs the chunked loss (lmtune.eval.lm_head). The logits term is the peak
   RSS above what the process held before the loss (the head's input and weight), VmHWM reset just before
-  (/proc/self/clear_refs); the rest of a step is the same on both sides. Targets: chunked >= 4x smaller,
-  step time no slower. Run in the precision training uses on this CPU (bf16 autocast where native).
+  (/proc/self/clear_refs); the rest of a step is the same on both sides. Step time: the median of the steps
+  after an untimed first one, in a process whose allocator is tuned as the train stage's is
+  (lmtune.allocator): a training step reuses the memory of the one before, and the first step of a fresh
+  process pays the page faults of every buffer once (~2.5 s per GB on this VM). Targets: chunked >= 4x
+  smaller, step time no slower. Run in the precision training uses on this CPU (bf16 autocast where native).
 
     python -m bench.speed [--steps 5] [--repeats 1] [--markdown FILE]
     python -m bench.speed precision MODEL_DIR PRECISION STEPS WORK_DIR      (one worker)
@@ -61,8 +64,12 @@ def _rss_now() -> int:
     return limits.rss()
 
 
-def loss_worker(model_dir: Path, kind: str, batch: int, block: int, precision: str) -> dict:
-    """One side of the loss row: SmolLM2's head on random hidden states, forward + backward, peak above start."""
+def loss_worker(model_dir: Path, kind: str, batch: int, block: int, precision: str, steps: int = 3) -> dict:
+    """One side of the loss row: SmolLM2's head on random hidden states, forward + backward `steps` times;
+    the peak RSS above the start, and the median seconds of the steps after the first."""
+    from lmtune import allocator
+
+    allocator.tune_cpu_allocator()  # first, as stages/train.py does
     import torch
     import torch.nn.functional as F
     from safetensors import safe_open
@@ -90,16 +97,19 @@ def loss_worker(model_dir: Path, kind: str, batch: int, block: int, precision: s
             else:
                 loss = lm_head.chunked_loss(hidden, head, labels)
         loss.backward()
-        return float(loss)
+        hidden.grad = head.weight.grad = None  # as the optimizer's zero_grad between steps
+        return float(loss.detach())
 
     Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # VmHWM := VmRSS: the peak from here on
     start = _rss_now()
-    t0 = time.perf_counter()
-    loss = step()
-    seconds = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
     peak = limits.peak_rss()
-    return {"kind": kind, "seconds": seconds, "peak_above_mb": (peak - start) / limits.MB, "loss": loss,
-            "logits_mb": batch * block * vocab * 4 / limits.MB}
+    return {"kind": kind, "seconds": median(times[1:] or times), "step_seconds": times,
+            "peak_above_mb": (peak - start) / limits.MB, "loss": loss, "logits_mb": batch * block * vocab * 4 / limits.MB}
 
 
 def _each(runs: list[dict]) -> str:
@@ -128,7 +138,9 @@ def loss_rows(model_dir: Path, repeats: int, precision: str, batch: int = 4, blo
             runs[kind].append(worker("speed", "loss", model_dir, kind, batch, block, precision, timeout=1800))
     mem = {k: median([r["peak_above_mb"] for r in v]) for k, v in runs.items()}
     sec = {k: median([r["seconds"] for r in v]) for k, v in runs.items()}
-    how = (f"{repeats} fresh process(es) per side, {precision}; LM head + loss forward and backward at "
+    each = "; ".join(f"{k} " + " / ".join(f"{t:.2f}" for r in v for t in r["step_seconds"]) for k, v in runs.items())
+    how = (f"{repeats} fresh process(es) per side, allocator tuned as train's, median step after the first "
+           f"(step seconds: {each}), {precision}; LM head + loss forward and backward at "
            f"{batch}×{block:,} tokens (SmolLM2's head weight, random hidden states); whole fp32 logits "
            f"{runs['plain'][0]['logits_mb']:,.0f} MB; losses {runs['plain'][0]['loss']:.4f} plain, "
            f"{runs['chunked'][0]['loss']:.4f} chunked")

@@ -1,8 +1,8 @@
-"""harness_base: the offline harness tasks' documents -> data/harness/, then lm-evaluation-harness on the base
-model -> metrics/harness_base.json, metrics/harness_samples_base.jsonl.
+"""harness_base: lm-evaluation-harness on the base model (the tasks' documents from harness_data) ->
+metrics/harness_base.json, metrics/harness_samples_base.jsonl, committed together.
 
-Its own stage so that DVC caches it (like evaluate_base): it depends on models/base, the documents' sources
-and the harness params only, so `dvc exp run -S train.*` reruns only the tuned side (`harness`).
+Its own stage so that DVC caches it (like evaluate_base): it depends on models/base, the documents and the
+harness params only, so `dvc exp run -S train.*` reruns only the tuned side (`harness`).
 """
 from lmtune import paths
 from lmtune.errors import cli
@@ -14,7 +14,6 @@ from stages.common import begin
 @cli
 def main() -> None:
     p, task = begin()
-    harness.write_documents(task, p.harness)
     rec, samples = harness.measure(paths.BASE, p, task, "base")
     with staged_outputs(paths.HARNESS_SAMPLES_BASE, paths.HARNESS_BASE) as (samples_file, metrics_file):
         samples_file.write_text(samples, encoding="utf-8")

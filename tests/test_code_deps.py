@@ -10,7 +10,7 @@ from repo_tools import copy_repo
 pytestmark = pytest.mark.slow
 
 STAGES = {"download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export",
-          "harness_base", "harness"}
+          "harness_data", "harness_base", "harness"}
 # (file, text in one of its functions, its replacement) -> the stages whose deps change
 EDITS = {
     "a sentence of the model card": (

@@ -32,7 +32,7 @@ def test_train_experiment_skips_the_base_and_adds_about_one_weights_file(exp_rep
     before = disk_bytes(repo.path)
     out = repo.dvc("exp", "run", "-S", "train.learning_rate=5e-4").stdout
     assert ran(out) == {"train", "evaluate", "export", "harness"}, out  # the tuned side only
-    for stage in ("download", "flatten", "tokenize", "chunk", "evaluate_base", "base_samples", "harness_base"):
+    for stage in ("download", "flatten", "tokenize", "chunk", "evaluate_base", "base_samples", "harness_data", "harness_base"):
         assert f"Stage '{stage}' didn't change, skipping" in out, out
     shown = repo.dvc("exp", "show", "--json").stdout
     assert "0.0005" in shown or "5e-4" in shown or "5e-04" in shown

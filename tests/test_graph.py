@@ -16,7 +16,7 @@ from conftest import ROOT
 from lmtune.params import TASKS
 
 STAGES = ["download", "flatten", "tokenize", "chunk", "train", "evaluate_base", "evaluate", "base_samples", "export",
-          "harness_base", "harness"]
+          "harness_data", "harness_base", "harness"]
 
 
 def _module_level(tree):

@@ -46,11 +46,11 @@ def test_the_tiny_pipeline_skips_the_harness_with_a_note(tiny_repro):
 
 @pytest.fixture(scope="module")
 def all_docs(tiny_repro, tmp_path_factory):
-    """The held-out task on all 20 documents, windows of 64 tokens: only harness_base and harness rerun."""
+    """The held-out task on all 20 documents, windows of 64 tokens: only the harness stages rerun."""
     repo = copy_repo(tiny_repro, tmp_path_factory.mktemp("harness") / "repo")
     repo.set_params({"harness": {"tasks": ["lmtune_heldout"], "limit": None, "max_length": 64}})
     out = repo.dvc("repro").stdout
-    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"harness_base", "harness"}, out
+    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"harness_data", "harness_base", "harness"}, out
     return repo
 
 

@@ -82,6 +82,13 @@ def write_documents(task, hp, dest: Path = paths.HARNESS_DATA) -> dict:
     return about
 
 
+def documents_line(about: dict) -> str:
+    """What write_documents wrote, in one line."""
+    if "skipped" in about:
+        return f"skipped ({about['skipped']})"
+    return ", ".join(f"{name} {entry['documents']} documents" for name, entry in sorted(about.items()))
+
+
 def _documents_about(task) -> dict:
     import datasets
 
@@ -113,7 +120,7 @@ def run(model_dir: Path, hp, placement) -> dict:
     local = local_tasks()
     missing = [f for t in hp.tasks if t in local for f in data_files(local[t]) if not (paths.ROOT / f).is_file()]
     if missing:
-        raise UserError(f"harness task data missing: {missing}; run `dvc repro harness_base`")
+        raise UserError(f"harness task data missing: {missing}; run `dvc repro harness_data`")
     # The catalogue of ~10,000 hub task YAMLs is indexed only when a name is not one of ours.
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=any(t not in local for t in hp.tasks))
     unknown = [t for t in hp.tasks if t not in manager.all_tasks]

@@ -24,9 +24,9 @@ ENGLISH = {"sotu", "Salesforce/wikitext", "nyu-mll/glue", "dair-ai/emotion", "da
            "rexarski/eli5_category"}
 
 
-# The export's own outputs are being written; the harness stages run after it (on models/export), so what
-# dvc.lock holds for them is a previous run's.
-AFTER_EXPORT = ("export", "harness_base", "harness")
+# The export's own outputs are being written; the harness stages measure the models apart from what made the
+# export (harness on models/export, after it), so what dvc.lock holds for them may be a previous run's.
+AFTER_EXPORT = ("export", "harness_data", "harness_base", "harness")
 
 
 def other_tasks(p) -> set[str]:
