@@ -148,6 +148,10 @@ def test_rte_lora_end_to_end(clf_repo):
     merged = load_file(root / "models/export/model.safetensors")
     assert not any("lora" in k for k in merged) and "score.weight" in merged
     check_lora_export(root, clf_repo.params["lora"])
+    # nothing in the adapter's outputs names the folder the run was in: the same run elsewhere gives the same bytes
+    for out in ("models/final", "models/export"):
+        texts = [f for f in (root / out).rglob("*") if f.suffix in (".json", ".md", ".txt")]
+        assert texts and not [f for f in texts if str(root) in f.read_text(encoding="utf-8")], out
     # a reloaded export gives the same eval numbers, with transformers alone and via the adapter
     code = f"""
 import json, datasets, transformers

@@ -69,4 +69,7 @@ def save(hf_trainer, final_dir: Path, curves_dir: Path) -> None:
         # A pickle of TrainingArguments (paths, a timestamped logging dir): not needed to load the model,
         # never loaded by this project, and it would make two identical runs' models/final differ.
         (Path(final_dir) / "training_args.bin").unlink(missing_ok=True)
+        # peft's template card beside an adapter names the base by its absolute path (base_model: /…/models/base),
+        # so the same run in another folder would differ; export writes the real card.
+        (Path(final_dir) / "README.md").unlink(missing_ok=True)
         trainer.write_curves(hf_trainer.state.log_history, curves_dir)
