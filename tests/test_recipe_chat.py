@@ -79,7 +79,7 @@ def yaml_params(overrides: dict):
     from lmtune.cli.recipe import deep_update
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return params.validate(deep_update(base, {"task": "chat", **overrides}))
+    return params.validate(deep_update(base, {"task": "chat", "chunk": {"mode": "pack"}, **overrides}))
 
 
 def test_a_role_outside_the_mapping_names_the_param():

@@ -82,7 +82,7 @@ def test_recipe_set_matches_the_issue():
     assert r.lora.enabled and r.lora.target_modules == ["c_attn"] and r.lora.modules_to_save == ["score"]
     c = m["smoltalk"]
     assert (c.task, c.model.name, c.model.chat_template) == ("chat", "HuggingFaceTB/SmolLM2-135M-Instruct", None)
-    assert (c.data.name, c.data.config, c.flatten.messages_field, c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "concat")
+    assert (c.data.name, c.data.config, c.flatten.messages_field, c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "pack")
 
 
 @pytest.mark.parametrize("name", RECIPES)

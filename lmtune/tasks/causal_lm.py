@@ -1,5 +1,7 @@
 """causal_lm: one `text` per record (nested fields joined); the global token stream cut into blocks
-(`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`)."""
+(`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`). `pack` (the instruction and
+chat tasks' mode, lmtune.data.packing) is refused here: it keeps each example whole in one row and truncates
+one longer than the row, which would drop most of a document (a speech is thousands of tokens)."""
 from lmtune.data import text
 from lmtune.errors import UserError
 from lmtune.tasks.base import Head, Metric, Task
@@ -16,6 +18,12 @@ class CausalLM(Task):
         Metric("n_tokens", "tokens", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
+
+    def problems(self) -> list[str]:
+        if self.p.chunk.mode == "pack":
+            return ["chunk.mode must be 'concat' or 'pad' when task is 'causal_lm' ('pack' keeps each "
+                    "example whole in one row, truncating a longer one: task instruction or chat)"]
+        return []
 
     def source_fields(self) -> list[str]:
         return list(self.p.flatten.text_fields)
