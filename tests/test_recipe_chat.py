@@ -2,10 +2,10 @@
 (offline: the bundled GGUF, `model.source: smollm2`) and its real chat template; ShareGPT's schema through the
 data stages; the ShareGPT mapping by flatten params. Same runner as tests/test_recipes.py.
 
-Cost (2-core machine): the SmolLM2 run is the real 135M model through every stage, so it trains 2 steps of 2
-packed 256-token rows and generates 4 tokens per reply; the ShareGPT run stops after chunk (the stages after it
-never see the record schema) and uses the tiny GPT-2 with the ChatML opt-in, which keeps `model.chat_template`
-covered through the download stage.
+Cost (2-core machine): the SmolLM2 run is the real 135M model through every stage (~180 s of CPU, 480 s wall
+at load average 9-10), so it trains 2 steps of 2 packed 256-token rows and generates 4 tokens per reply; the
+ShareGPT run (~18 s of CPU) stops after chunk (the stages after it never see the record schema) and uses the
+tiny GPT-2 with the ChatML opt-in, which keeps `model.chat_template` covered through the download stage.
 """
 import json
 import math
@@ -21,7 +21,7 @@ from lmtune.models.chat_template import CHATML
 from test_recipes import DATA, FIX, TINY_RUN, read, shown_experiments
 
 # After the recipe and the tiny overrides (TINY_RUN + DATA): the recipe's base model from the offline GGUF;
-# 2 steps (no warm-up step at lr 0) of 2 rows of 256 tokens (2-3 fixture conversations packed per row);
+# 2 steps (no warm-up step at lr 0) of 2 rows of 256 tokens (the fixture's 49-164-token conversations, 1-3 per row);
 # lr 2e-4 (the default's: 1e-3 is for the random-init tiny GPT-2).
 SMOLLM2_RUN = ["model.source=smollm2", "chunk.block_size=256", "train.batch_size=2",
                "train.gradient_accumulation_steps=1", "train.warmup_ratio=0", "train.learning_rate=2e-4"]
