@@ -5,8 +5,8 @@ The examples are a synthetic draw shaped like SFT data: lengths log-normal with 
 sigma 0.9 (Dolly-15k's prompt+response lengths in GPT-2 tokens have a median near 120 and a long tail
 into the thousands; smoltalk's everyday conversations are of the same order), the first 30% of each a
 prompt (labels -100). Padded = one example per row, right-padded to the block (`chunk.mode: pad`);
-packed = whole examples several per row, positions restarting at each (`chunk.mode: concat` for
-instruction and chat). Informational third side: the padded rows trimmed per batch to its longest example
+packed = whole examples several per row, positions restarting at each (`chunk.mode: pack`, task
+instruction or chat). Informational third side: the padded rows trimmed per batch to its longest example
 (dynamic padding, as DataCollatorWithPadding does). All sides train the same examples, one epoch, same model
 init, batch of rows and optimizer, each timed after one warm-up step; the sides rotate, the median of the
 repeats is reported.
@@ -129,7 +129,8 @@ def main(argv=None) -> None:
     header = (f"{args.examples} examples (lengths median {np.median(lengths):.0f}, mean {lengths.mean():.0f}, "
               f"max {lengths.max()} tokens), block {args.block}, batch {args.batch} rows, tiny GPT-2 (2 layers, "
               f"128 wide, vocab {args.vocab}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    lines = ["| row | packed | padded (same run) | ratio | target | met |", "|---|---|---|---|---|---|",
+    lines = ["| row | packed (`chunk.mode: pack`) | padded (`pad`, same run) | ratio | target | met |",
+             "|---|---|---|---|---|---|",
              f"| SFT train, real (non-pad) tokens/s | {tps['packed']:,.0f} | {tps['padded']:,.0f} | {ratio:.2f}× | "
              f"≥ 2× padded | {'yes' if ratio >= 2 else '**no**'} |",
              f"| padding share of the rows | {share['packed']:.3f} ({n_rows['packed']} rows) | "

@@ -151,7 +151,10 @@ class TokenizeParams(Strict):
 
 class ChunkParams(Strict):
     block_size: PosInt
-    mode: Literal["concat", "pad"]
+    # concat: the documents' concatenation cut into blocks (causal_lm); pack: whole examples, several per row,
+    # position ids restarting at each and attention confined to it (instruction, chat); pad: one example per
+    # row, padded/truncated. Which modes a task takes is the task's own check (lmtune/tasks/, `problems`).
+    mode: Literal["concat", "pack", "pad"]
     # 0 keeps every block; otherwise a seeded random subset of this many (caps the default run's time).
     max_train_blocks: NonNegInt
     max_validation_blocks: NonNegInt

@@ -85,11 +85,11 @@ def _tiny_repro_unchanged(request):
 # `make test` runs two pytest-xdist workers with --dist loadfile: whole files go to whichever worker is free,
 # in collection order. Collecting the longest files first keeps a worker from starting a long file when the
 # other is nearly done (per-file seconds from `pytest --durations`, 2-core machine: the recipes ~300 s each,
-# compare_e2e ~280, fsdp ~200 (loaded machine), memory / trust / bad_inputs / team 120-150, pipeline_e2e /
-# experiments 70-90).
-LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_fsdp.py", "test_memory.py",
-                 "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py", "test_experiments.py",
-                 "test_harness_e2e.py"]
+# compare_e2e ~280, fsdp ~200 (loaded machine), recipe_chat ~180 s of CPU (SmolLM2 through every stage; 480 s
+# wall at load 9-10), memory / trust / bad_inputs / team 120-150, pipeline_e2e / experiments 70-90).
+LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_fsdp.py", "test_recipe_chat.py",
+                 "test_memory.py", "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py",
+                 "test_experiments.py", "test_harness_e2e.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):

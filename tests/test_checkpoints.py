@@ -137,7 +137,8 @@ def test_train_stage_resumes_only_when_the_checkpoint_identity_matches(tiny_repr
         "unrelated param": (lambda: work.set_params({"evaluate": {"batch_size": 3}, "generate": {"max_new_tokens": 5}}), None),
         "a byte of the base weights": (lambda: flip_last_byte(weights), "base"),
         "a byte of the chunks": (lambda: flip_fingerprint_digit(state), "chunks"),
-        "the task": (lambda: work.set_params({"task": "instruction"}), "task"),
+        # (chunk.mode too, which instruction must have: the checkpoint depends on the chunks, not that param)
+        "the task": (lambda: work.set_params({"task": "instruction", "chunk": {"mode": "pack"}}), "task"),
         "a LoRA field": (lambda: work.set_params({"lora": {"r": 4}}), "lora"),
     }
     for name, (change, named) in cases.items():

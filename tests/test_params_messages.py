@@ -79,3 +79,41 @@ def test_hub_id_without_namespace_even_with_a_stray_slash(name):
 @pytest.mark.parametrize("name", ["nyu-mll/glue", "someone/X", "/someone/model/"])
 def test_namespaced_hub_ids_pass(name):
     assert params.hub_id_problem("data.name", name) is None
+
+
+def load_task(**changes) -> list[str]:
+    """The problems tasks.load reports for params.yaml with `changes` (section -> keys), [] when it loads."""
+    raw = copy.deepcopy(BASE)
+    for section, value in changes.items():
+        raw[section] = {**raw[section], **value} if isinstance(value, dict) else value
+    try:
+        tasks.load(params.validate(raw, "p.yaml"), "p.yaml")
+    except UserError as e:
+        head, _, rest = str(e).partition(" problem(s): ")
+        assert head.startswith("p.yaml: ") and "\n" not in rest
+        return rest.split("; ")
+    return []
+
+
+def test_chunk_mode_values_are_checked_with_the_others_in_one_message():
+    msg = message(lambda r: (r["chunk"].update(mode="packed"), r["train"].update(batch_size=0)))
+    assert msg.startswith("params.yaml: 2 problem(s): ") and "\n" not in msg
+    assert "chunk.mode: Input should be 'concat', 'pack' or 'pad' (got 'packed')" in msg and "train.batch_size" in msg
+
+
+@pytest.mark.parametrize("task, refused", [("instruction", "concat"), ("chat", "concat"), ("causal_lm", "pack")])
+def test_each_task_refuses_the_chunk_mode_that_is_not_its_own(task, refused):
+    allowed = {"instruction": ["pack", "pad"], "chat": ["pack", "pad"], "causal_lm": ["concat", "pad"]}[task]
+    for mode in allowed:
+        assert load_task(task=task, chunk={"mode": mode}) == []
+    [problem] = load_task(task=task, chunk={"mode": refused})
+    assert problem.startswith(f"chunk.mode must be '{allowed[0]}' or '{allowed[1]}' when task is '{task}' (")
+    # the message names the mode that does what the user asked for: packing is `pack`
+    assert ("'pack' puts whole" in problem and "'concat' would cut the concatenation across" in problem) \
+        if refused == "concat" else "'pack' keeps each example whole in one row" in problem
+
+
+def test_classification_refuses_pack_beside_its_other_problems():
+    assert load_task(task="classification", chunk={"mode": "pack"}) == [
+        "classification.label_names must list at least 2 class names",
+        "chunk.mode must be 'pad' when task is 'classification' (one example per row)"]

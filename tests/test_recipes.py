@@ -44,9 +44,8 @@ SIZE = {
     "wikitext103": ["chunk.block_size=128", "tokenize.num_proc=2", "train.dataloader_workers=0", "train.batch_size=2"],
     "dolly": ["chunk.block_size=128"],
     "rte": ["chunk.block_size=128", "train.batch_size=8"],
-    # the tiny GPT-2 has no chat template of its own: it opts into ChatML (eos ends each turn)
-    "smoltalk": ["chunk.block_size=128", "model.chat_template=chatml"],
 }
+# smoltalk runs with its own base model, SmolLM2 (tests/test_recipe_chat.py).
 
 
 # ---- fast: the recipe files and the runner ------------------------------------------------------
@@ -82,7 +81,7 @@ def test_recipe_set_matches_the_issue():
     assert r.lora.enabled and r.lora.target_modules == ["c_attn"] and r.lora.modules_to_save == ["score"]
     c = m["smoltalk"]
     assert (c.task, c.model.name, c.model.chat_template) == ("chat", "HuggingFaceTB/SmolLM2-135M-Instruct", None)
-    assert (c.data.name, c.data.config, c.chat["messages_field"], c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "concat")
+    assert (c.data.name, c.data.config, c.chat["messages_field"], c.chunk.mode) == ("HuggingFaceTB/smoltalk", "everyday-conversations", "messages", "pack")
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -104,7 +104,7 @@ def test_a_template_that_does_not_close_replies_with_eos_is_refused(gpt2):
         chat.conversation_ids(tok, CONVERSATION)
 
 
-@pytest.mark.parametrize("mode", ["pad", "concat"])
+@pytest.mark.parametrize("mode", ["pad", "pack"])
 def test_chunk_keeps_the_mask_and_drops_nothing_scored(smollm2, mode):
     task = bound("chat", chunk={"mode": mode, "block_size": 256})
     convs = [CONVERSATION, CONVERSATION[1:3], CONVERSATION[:3]]
@@ -112,11 +112,11 @@ def test_chunk_keeps_the_mask_and_drops_nothing_scored(smollm2, mode):
                                      features=task.token_features(np.dtype(np.uint16)))
     rows = task.examples(tok, smollm2.pad_token_id, "test").to_pydict()
     labels = np.array(rows["labels"])
-    assert len(labels) == (1 if mode == "concat" else 3)  # packed: all three in one row
+    assert len(labels) == (1 if mode == "pack" else 3)  # packed: all three in one row
     expected = sum(int(np.sum(m)) for m in tok["assistant_mask"])
     assert int((labels != -100).sum()) == expected
     assert smollm2.decode(labels[labels != -100]).count("<|im_end|>") == 4
-    if mode == "concat":
+    if mode == "pack":
         prompts = chat.first_reply_prompts(np.array(rows["input_ids"][0]), labels[0], np.array(rows["position_ids"][0]))
         assert [smollm2.decode(p) for p in prompts] == [
             smollm2.apply_chat_template(c[: [m["role"] for m in c].index("assistant")], tokenize=False,

@@ -73,7 +73,7 @@ def _examples(task, split, mode, block_size, where):
 @pytest.mark.parametrize("task, cols, mode", [
     (LM, {"input_ids": [[1]]}, "pad"),
     (INS, {"input_ids": [[1, 2, 3]], "prompt_length": [3]}, "pad"),
-    (INS, {"input_ids": [[1, 2, 3]], "prompt_length": [3]}, "concat"),
+    (INS, {"input_ids": [[1, 2, 3]], "prompt_length": [3]}, "pack"),
     (CLF, {"input_ids": [], "label": []}, "pad"),
 ])
 def test_no_example_left_names_the_split_and_the_block_size(task, cols, mode):
@@ -86,14 +86,14 @@ def test_no_example_left_names_the_split_and_the_block_size(task, cols, mode):
 @pytest.mark.parametrize("task, cols, mode", [
     (LM, {"input_ids": [[1, 2, 3]]}, "pad"),
     (INS, {"input_ids": [[1, 2, 3, 4]], "prompt_length": [1]}, "pad"),
-    (INS, {"input_ids": [[1, 2, 3, 4]], "prompt_length": [1]}, "concat"),
+    (INS, {"input_ids": [[1, 2, 3, 4]], "prompt_length": [1]}, "pack"),
     (CLF, {"input_ids": [[1, 2, 3]], "label": [1]}, "pad"),
 ])
 def test_chunk_tables_store_ids_in_the_tokens_dtype(task, cols, mode, dtype):
     table = _examples(task, _tokens(task, cols, dtype), mode, 4, "here")
     ids_type = pa.from_numpy_dtype(dtype)
     assert table.column("input_ids").type == pa.list_(ids_type, 4)
-    if mode == "concat":  # packed whole: positions restart per example instead of a padding mask
+    if mode == "pack":  # packed whole: positions restart per example instead of a padding mask
         assert table.column("position_ids").type == pa.list_(pa.int32(), 4) and "attention_mask" not in table.column_names
     else:
         assert table.column("attention_mask").type == pa.list_(pa.int8(), 4)

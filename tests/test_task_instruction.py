@@ -58,12 +58,12 @@ def test_chunk_drops_examples_without_a_response_token():
     assert out.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
     # packed: example 1 (4 tokens) alone in its row, padded; example 2 (7 > 5) in a row of its own, truncated to
     # prompt tokens only, so it is dropped
-    packed = chunked(split, "concat", 5)
+    packed = chunked(split, "pack", 5)
     assert packed.column("input_ids").to_pylist() == [[1, 2, 3, 4, EOS]]
     assert packed.column("labels").to_pylist() == [[-100, -100, 3, 4, -100]]
     assert packed.column("position_ids").to_pylist() == [[0, 1, 2, 3, 0]]
     # two short examples share a row, positions restarting at the second
-    two = chunked(ds({"input_ids": [[1, 2, 3], [4, 5]], "prompt_length": [1, 1]}, feats), "concat", 5)
+    two = chunked(ds({"input_ids": [[1, 2, 3], [4, 5]], "prompt_length": [1, 1]}, feats), "pack", 5)
     assert two.column("input_ids").to_pylist() == [[1, 2, 3, 4, 5]]
     assert two.column("labels").to_pylist() == [[-100, 2, 3, -100, 5]]
     assert two.column("position_ids").to_pylist() == [[0, 1, 2, 0, 1]]

@@ -1,5 +1,7 @@
 """causal_lm: one `text` per record (nested fields joined); the global token stream cut into blocks
-(`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`)."""
+(`chunk.mode: concat`, labels = input ids) or each document padded/truncated (`pad`). `pack` (the instruction and
+chat tasks' mode, lmtune.data.packing) is refused here: it keeps each example whole in one row and truncates
+one longer than the row, which would drop most of a document (a speech is thousands of tokens)."""
 from typing import Annotated
 
 from pydantic import Field
@@ -29,6 +31,13 @@ class CausalLM(Task):
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
     Settings = Settings
+
+    @classmethod
+    def problems(cls, p) -> list[str]:
+        if p.chunk.mode == "pack":
+            return ["chunk.mode must be 'concat' or 'pad' when task is 'causal_lm' ('pack' keeps each "
+                    "example whole in one row, truncating a longer one: task instruction or chat)"]
+        return []
 
     def source_fields(self) -> list[str]:
         return list(self.settings.text_fields)

@@ -2,7 +2,8 @@
 mapped by chat.role_key/content_key/role_names), rendered with the tokenizer's own chat template; the
 loss sees each assistant turn's text and the end-of-turn (eos) token that closes it, nothing of the system
 or user turns nor of the template's markup. Examples padded one per row (`chunk.mode: pad`) or packed
-whole, several per row, never attending across examples (`concat`, lmtune.data.packing).
+whole, several per row, never attending across examples (`pack`, lmtune.data.packing); `concat` (cutting
+the concatenation across conversations) is refused, naming `pack`.
 
 The assistant spans come from the template itself: the conversation up to turn i rendered with the
 generation prompt is a prefix of the whole rendering, and turn i's content follows it, then eos. So no
@@ -142,6 +143,14 @@ class Chat(Task):
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
     Settings = Settings
 
+    @classmethod
+    def problems(cls, p) -> list[str]:
+        if p.chunk.mode == "concat":
+            return ["chunk.mode must be 'pack' or 'pad' when task is 'chat' ('pack' puts whole conversations "
+                    "several per row, each attending only to itself: 'concat' would cut the concatenation across "
+                    "conversations)"]
+        return []
+
     def source_fields(self) -> list[str]:
         return [self.settings.messages_field]
 
@@ -166,14 +175,14 @@ class Chat(Task):
         return {"input_ids": [p[0] for p in pairs], "assistant_mask": [p[1] for p in pairs]}
 
     def examples(self, ds, pad_id: int, where: str):
-        """concat: conversations packed whole, several per row, none attending to another; pad: one per row.
+        """pack: conversations packed whole, several per row, none attending to another; pad: one per row.
         Labels are the assistant tokens (content + eos); rows left with no scored token are dropped."""
         from lmtune.data import examples, packing  # the chunk stage's code
 
         dtype, block_size = np.dtype(ds.features["input_ids"].feature.dtype), self.p.chunk.block_size
         ids = [np.asarray(x, dtype=dtype) for x in ds["input_ids"]]
         labels = [packing.labelled(x, m) for x, m in zip(ids, ds["assistant_mask"])]
-        build = packing.pack_labelled if self.p.chunk.mode == "concat" else packing.pad_labelled
+        build = packing.pack_labelled if self.p.chunk.mode == "pack" else packing.pad_labelled
         out = build(ids, labels, block_size, pad_id, dtype=dtype)
         out = examples.none_left(examples.scored_only(out), where, block_size)
         return examples.examples_table(examples.numbered(out))

@@ -1,6 +1,7 @@
 """instruction: `prompt` + `response` per record (Dolly schema); the loss sees only the response and its
 eos (prompt and padding labels are -100); examples padded/truncated (`pad`) or packed whole, several per
-row, each attending only to itself (`concat`, lmtune.data.packing)."""
+row, each attending only to itself (`pack`, lmtune.data.packing). `concat` (cutting the concatenation: examples
+split across rows, each attending to the ones before it) is refused, naming `pack`."""
 from typing import Optional
 
 from pydantic import model_validator
@@ -53,6 +54,13 @@ class Instruction(Task):
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
     Settings = Settings
 
+    @classmethod
+    def problems(cls, p) -> list[str]:
+        if p.chunk.mode == "concat":
+            return ["chunk.mode must be 'pack' or 'pad' when task is 'instruction' ('pack' puts whole examples several "
+                    "per row, each attending only to itself: 'concat' would cut the concatenation across examples)"]
+        return []
+
     def source_fields(self) -> list[str]:
         fp = self.settings
         return [f for f in (fp.instruction_field, fp.context_field, fp.response_field) if f]
@@ -86,7 +94,7 @@ class Instruction(Task):
                 "prompt_length": [len(p) for p in prompts]}
 
     def examples(self, ds, pad_id: int, where: str):
-        """concat: examples packed whole into rows with position ids restarting at each (no example attends
+        """pack: examples packed whole into rows with position ids restarting at each (no example attends
         to another); pad: one example per row. Either way the prompts' labels are -100, and examples left
         with no scored token are dropped."""
         import numpy as np
@@ -95,7 +103,7 @@ class Instruction(Task):
 
         cols, ids_list, dtype = examples.columns(ds)
         prompts, block_size = cols["prompt_length"], self.p.chunk.block_size
-        if self.p.chunk.mode == "concat":
+        if self.p.chunk.mode == "pack":
             labels = [packing.labelled(x, np.arange(len(x)) >= int(n)) for x, n in zip(ids_list, prompts)]
             out = packing.pack_labelled(ids_list, labels, block_size, pad_id, dtype=dtype)
         else:
