@@ -83,13 +83,17 @@ def _tiny_repro_unchanged(request):
 
 
 # `make test` runs two pytest-xdist workers with --dist loadfile: whole files go to whichever worker is free,
-# in collection order. Collecting the longest files first keeps a worker from starting a long file when the
-# other is nearly done (per-file seconds from `pytest --durations`, 2-core machine: the recipes ~300 s each,
-# compare_e2e ~280, fsdp ~200 (loaded machine), memory / trust / bad_inputs / team 120-150, pipeline_e2e /
-# experiments 70-90).
-LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_fsdp.py", "test_memory.py",
-                 "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py", "test_experiments.py",
-                 "test_harness_e2e.py"]
+# in collection order (--no-loadscope-reorder: xdist's default reorder, by number of tests per file, sent the
+# few-test, slow files such as test_recipes_tasks.py, test_recipe_chat.py and test_fsdp.py last). Collecting
+# the longest files first keeps a worker from starting a long file when the other is nearly done. Per-file
+# seconds from `pytest -n 2 --durations=0` on the 2-core machine at load ~9 (5x an idle run; the first file
+# on a worker that reads tiny_repro also pays its ~200 s): recipes 980, recipes_tasks 850, compare_e2e 790,
+# memory 540, team 500, checkpoints 400, trust 390, recipe_chat 290, fsdp 270, bad_inputs 230, experiments
+# 220, export 170, pipeline_e2e 160, models 100, harness_e2e 100, num_processes 85; the rest < 65 each.
+LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_memory.py", "test_team.py",
+                 "test_checkpoints.py", "test_trust.py", "test_recipe_chat.py", "test_fsdp.py", "test_bad_inputs.py",
+                 "test_experiments.py", "test_export.py", "test_pipeline_e2e.py", "test_models.py",
+                 "test_harness_e2e.py", "test_num_processes.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):
