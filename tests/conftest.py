@@ -4,8 +4,10 @@ The copy itself (Repo, make_repo: the project at recipes/tiny.yaml in a temp git
 bench/workspace.py, shared with the bench; the other test helpers are repo_tools.py (copies, hashes, kills),
 task_helpers.py, browser.py and stage_faults.py beside this file.
 """
+import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,20 +30,40 @@ def tiny_repo(tmp_path) -> Repo:
     return make_repo(tmp_path / "repo")
 
 
-@pytest.fixture(scope="session")
-def tiny_repro(tmp_path_factory) -> Repo:
-    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs.
-
-    A test that changes anything (params, outputs, experiments) works on `repo_tools.copy_repo(tiny_repro, ...)`;
-    `_tiny_repro_unchanged` fails the test that does not.
-    """
-    repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+def _reproduced(dest: Path) -> str:
+    """make_repo at `dest`, then one full `dvc repro`; returns its output."""
+    repo = make_repo(dest)
     # Every stage also reports the modules it imports (stderr, merged in order with DVC's stage lines):
     # tests/test_graph.py checks them against each stage's declared deps.
     proc = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=repo.path, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env={**repo.env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stdout[-5000:]
-    repo.repro_output = proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> Repo:
+    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs.
+
+    A test that changes anything (params, outputs, experiments) works on `repo_tools.copy_repo(tiny_repro, ...)`;
+    `_tiny_repro_unchanged` fails the test that does not. Under pytest-xdist the first worker to ask builds it
+    once in the workers' common temp dir (under a lock; a full repro is ~1 min of CPU) and each worker reads
+    its own copy (DVC commands take a lock on the repo they run in, so two workers must not share one).
+    """
+    dest = tmp_path_factory.mktemp("e2e") / "repo"
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist
+        output = _reproduced(dest)
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "tiny_repro"
+        shared.mkdir(exist_ok=True)
+        with open(shared / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not (shared / "repro_output.txt").is_file():
+                (shared / "repro_output.txt").write_text(_reproduced(shared / "repo"), encoding="utf-8")
+        output = (shared / "repro_output.txt").read_text(encoding="utf-8")
+        shutil.copytree(shared / "repo", dest, symlinks=True)
+    repo = Repo(dest)
+    repo.repro_output = output
     return repo
 
 
