@@ -44,10 +44,10 @@ repro: install
 TEST_JOBS ?= 2
 
 test: install
-	$(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile tests
+	$(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile -m "not slow" tests
+	$(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 # Mutation testing of the core pure modules against the fast unit tests (not part of `make test`: ~10 min).
 # Scores and surviving mutants: tests/MUTATION.md; settings: setup.cfg [mutmut].

@@ -1,5 +1,5 @@
 """Shared parts of `make gpu-check` (bench/gpu_check.py): the shapes, the variants, the results file, the
-time budget, worker processes and the small formatting helpers."""
+time budget, child processes (run_module, in_worker) and the small formatting helpers."""
 import contextlib
 import dataclasses
 import datetime
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -166,9 +167,39 @@ def _env(extra: dict | None = None, pythonpath: Path = ROOT) -> dict:
     return {**os.environ, **ENV, "PYTHONPATH": path, **(extra or {})}
 
 
-def _worker(args: list[str], timeout: int, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--worker", *args], cwd=ROOT, env=env,
-                          text=True, capture_output=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {_tail(proc.stderr or proc.stdout)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+SKIPPED = "skipped: the time budget was spent"
+
+
+def run_module(budget: Budget, wanted_s: int, args: list[str], env: dict, cwd: Path = ROOT) -> tuple[int | str, str, str]:
+    """`python -m ARGS` in a fresh process, output captured, within what is left of `budget` (at most `wanted_s`).
+
+    Returns (rc, stdout, stderr): rc is the exit code, or "skipped" (under 15 s left: nothing run) or "timeout"
+    (killed); for those two, stderr is the one line that says so. Never raises for the child's failure: one
+    stage's or variant's failure is a row of the results, and the others still run.
+    """
+    timeout = budget.timeout(wanted_s)
+    if timeout is None:
+        return "skipped", "", SKIPPED
+    try:
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, text=True, encoding="utf-8",
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", "", f"killed after {timeout} s"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def in_worker(rep: Report, what: str, budget: Budget, wanted_s: int, kind: str, *args: str) -> dict:
+    """`python -m bench.gpu_check --worker KIND ARGS --work DIR` (DIR a fresh temp dir, removed after) through
+    run_module: the worker's last stdout line as JSON, or {"error": why} (skipped, killed, or its exit code and
+    the end of its output), which also goes to the report's problems as `WHAT: why`."""
+    with tempfile.TemporaryDirectory(prefix=f"lmtune-gpu-{kind}-") as work:
+        rc, out, err = run_module(budget, wanted_s, ["bench.gpu_check", "--worker", kind, *args, "--work", work], _env())
+    if rc != 0:
+        why = err if isinstance(rc, str) else f"exit {rc}: {_tail(err or out)}"
+    else:
+        try:
+            return json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            why = f"exit 0 without a JSON result line: {_tail(out + err)}"
+    rep.problem(f"{what}: {why[:300]}")
+    return {"error": why}

@@ -14,10 +14,9 @@ The CPU debug run (LMTUNE_GPU_CHECK_ON_CPU=1) runs the same code with bf16 CPU a
 and peak RSS in place of max_memory_allocated: a test of the script, not a result.
 """
 import dataclasses
-import subprocess
 from pathlib import Path
 
-from bench.gpu_common import ON_CPU, SHAPES, Budget, Report, _device, _env, _md, _one_line, _worker
+from bench.gpu_common import ON_CPU, SHAPES, Budget, Report, _device, _md, in_worker
 from bench.gpu_workers import _gpt2, _random_blocks
 
 MEMORY_TOLERANCE = 0.25   # the preflight's target (bench/README.md's memory row)
@@ -124,26 +123,14 @@ def cuda_paths_worker(work: Path) -> dict:
 
 
 def cuda_paths_section(rep: Report, budget: Budget) -> None:
-    timeout = budget.timeout(SHAPES.variant_timeout_s)
-    if timeout is None:
-        rep.problem("GPU-only paths: skipped, the time budget was spent")
-        return
-    import tempfile
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="lmtune-gpu-paths-") as work:
-            checks = _worker(["cuda_paths", "--work", work], timeout, _env())["checks"]
-    except subprocess.TimeoutExpired:
-        rep.problem(f"GPU-only paths: killed after {timeout} s")
-        return
-    except Exception as e:  # noqa: BLE001 - one line in the problems, the other sections still run
-        rep.problem(f"GPU-only paths: {_one_line(e)}")
+    r = in_worker(rep, "GPU-only paths", budget, SHAPES.variant_timeout_s, "cuda_paths")
+    if "error" in r:
         return
     s = SHAPES
     lines = [f"## The train stage's GPU-only paths: GPT-2 from config ({s.layers} layers, {s.embd} wide), "
              f"{STEPS} steps of {s.batch} × {s.seq:,} random token ids" + (" (CPU debug run)" if ON_CPU else ""), "",
              "| check | result | detail |", "|---|---|---|"]
-    for name, c in checks.items():
+    for name, c in r["checks"].items():
         lines.append(f"| {_md(name)} | {'PASS' if c['ok'] else '**FAIL**'} | {_md(c['detail'])} |")
         if not c["ok"]:
             rep.problem(f"check failed: {name} ({c['detail'][:200]})")

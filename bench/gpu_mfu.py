@@ -3,7 +3,7 @@ params.yaml's train section as a user gets it (no flags), its tokens/s and MFU a
 peak. Two rows, because `train.torch_compile: auto` depends on the run's length (lmtune.train.hardware): the
 defaults as resolved for this short timing run, and as resolved for a run of COMPILE_MIN_STEPS steps or more.
 
-Self-contained so that bench/gpu_check.py calls one function, `rows(work)`, and prints its markdown:
+One function for bench/gpu_check.py to call, `rows(work)`: its markdown lines. Alone:
 
     python -m bench.gpu_mfu [WORK_DIR]        # one CUDA GPU; on a CPU a tiny shape checks that it runs
 
@@ -14,8 +14,11 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.gpu_common import flops_per_token
+from bench.gpu_sections import _matmul_peak
+from bench.gpu_workers import _step_timer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,27 +37,6 @@ GPU = Shape()
 CPU = Shape(layers=2, heads=2, embd=64, seq=64, batch=2, warmup=1, timed=3)  # only checks that it runs
 
 
-def flops_per_token(n_params: int, wpe: int, layers: int, embd: int, seq: int) -> float:
-    """6·N + 12·L·d·T, as bench/gpu_check.py counts it (N without the position embeddings)."""
-    return 6 * (n_params - wpe) + 12 * layers * embd * seq
-
-
-def bf16_matmul_peak(n: int = 8192, warmup: int = 10, repeats: int = 50) -> float:
-    """Measured bf16 matmul FLOP/s on this GPU (mean over `repeats` after `warmup`), the MFU denominator."""
-    import torch
-
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(warmup):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
 def train_defaults(work: Path, shape: Shape, long_run: bool) -> dict:
     """Median step of trainer.train's Trainer with params.yaml's train section (batch, steps set by `shape`).
     long_run: resolve torch_compile auto as for a run of COMPILE_MIN_STEPS steps (timing still `shape`'s)."""
@@ -67,7 +49,6 @@ def train_defaults(work: Path, shape: Shape, long_run: bool) -> dict:
     from lmtune.train import hardware, trainer
 
     transformers.logging.set_verbosity_error()
-    cuda = torch.cuda.is_available()
     steps = shape.warmup + shape.timed
     cfg = transformers.GPT2Config(vocab_size=shape.vocab, n_positions=shape.seq, n_embd=shape.embd,
                                   n_layer=shape.layers, n_head=shape.heads)
@@ -83,21 +64,8 @@ def train_defaults(work: Path, shape: Shape, long_run: bool) -> dict:
     args = dataclasses.replace(trainer.training_arguments(tp, 0, work / f"defaults-{long_run}", planned),
                                save_strategy="no")
     times: list[float] = []
-
-    def mark():
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter())
-
-    class Timer(transformers.TrainerCallback):
-        def on_train_begin(self, *a, **kw):
-            mark()
-
-        def on_step_end(self, *a, **kw):
-            mark()
-
     t = trainer.FiniteLossTrainer(model=model, args=args, train_dataset=blocks, data_collator=trainer.collate_blocks,
-                                  callbacks=[Timer()])
+                                  callbacks=[_step_timer(times)])
     t.train()
     step = float(statistics.median(np.diff(times)[shape.warmup:]))
     n_params = sum(p.numel() for p in model.parameters())
@@ -114,7 +82,7 @@ def rows(work: Path) -> list[str]:
 
     cuda = torch.cuda.is_available()
     shape = GPU if cuda else CPU
-    peak = bf16_matmul_peak() if cuda else None
+    peak = _matmul_peak(8192, 50) if cuda else None  # the 8192³ bf16 peak gpu_check's machine section measures
     out = ["| default params as resolved | precision | compile | loss | ms/step | tokens/s | MFU |", "|---|---|---|---|---|---|---|"]
     for long_run in (False, True):
         r = train_defaults(work, shape, long_run)

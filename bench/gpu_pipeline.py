@@ -2,13 +2,11 @@
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.gpu_common import ROOT, SHAPES, Budget, Report, _device, _env, _md, _tail
+from bench.gpu_common import ROOT, SHAPES, Budget, Report, _device, _env, _md, _tail, run_module
 from bench.workspace import tiny_overrides
 from lmtune.cli.recipe import deep_update
 
@@ -47,6 +45,16 @@ def _ran_on(probe: dict | None, dev: str, cast: str | None, check_cast: bool = T
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _stage_tail(stage: str, rc: int | str, out: str, err: str) -> str:
+    """A stage's own summary lines when it succeeded; the end of its traceback when not; why, when not run."""
+    if isinstance(rc, str):
+        return err
+    said = [ln for ln in out.splitlines() if ln.startswith((f"{stage}:", "evaluate:"))]
+    if rc == 0 and said:
+        return _tail("\n".join(said), 3)
+    return _tail(out + "\n" + err, 3 if rc == 0 else 8)
 
 
 def _probe_name(label: str) -> str:
@@ -91,32 +99,17 @@ class Pipeline:
     def run_stage(self, stage: str, label: str) -> dict:
         """`python -m stages.NAME` under bench/gpu_probe.py, within the time budget; a row of the table."""
         probe_file = self.tmp / _probe_name(label)
-        timeout = self.budget.timeout(SHAPES.stage_timeout_s)
-        r = {"stage": stage, "label": label, "rc": "skipped", "seconds": 0.0, "probe": None,
-             "tail": "skipped: the time budget was spent"}
-        if timeout is not None:
-            start = time.perf_counter()
-            r["rc"], r["tail"] = self._probed(stage, probe_file, timeout)
-            r["seconds"] = time.perf_counter() - start
-            r["probe"] = _read_json(probe_file) or None
+        env = _env({"LMTUNE_GPU_PROBE": str(probe_file), "HF_HOME": str(self.tmp / "hf")}, pythonpath=self.repo)
+        start = time.perf_counter()
+        rc, out, err = run_module(self.budget, SHAPES.stage_timeout_s, ["bench.gpu_probe", self.modules[stage]], env,
+                                  cwd=self.repo)
+        r = {"stage": stage, "label": label, "rc": rc, "seconds": time.perf_counter() - start,
+             "probe": _read_json(probe_file) or None, "tail": _stage_tail(stage, rc, out, err)}
         self.runs.append(r)
         self.render()
         if r["rc"] != 0:
             self.rep.problem(f"pipeline stage {label}: {r['rc']}: {r['tail'][-300:]}")
         return r
-
-    def _probed(self, stage: str, probe_file: Path, timeout: int) -> tuple[int | str, str]:
-        env = _env({"LMTUNE_GPU_PROBE": str(probe_file), "HF_HOME": str(self.tmp / "hf")}, pythonpath=self.repo)
-        try:
-            proc = subprocess.run([sys.executable, "-m", "bench.gpu_probe", self.modules[stage]], cwd=self.repo,
-                                  text=True, encoding="utf-8", capture_output=True, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return "timeout", f"killed after {timeout} s"
-        said = [ln for ln in proc.stdout.splitlines() if ln.startswith((f"{stage}:", "evaluate:"))]
-        # A stage's own summary lines when it succeeded; the end of its traceback when not.
-        if proc.returncode == 0 and said:
-            return 0, _tail("\n".join(said), 3)
-        return proc.returncode, _tail(proc.stdout + "\n" + proc.stderr, 3 if proc.returncode == 0 else 8)
 
     def render(self) -> None:
         lines = ["## Tiny pipeline on the device", "",

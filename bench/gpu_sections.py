@@ -4,11 +4,10 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 
-from bench.gpu_common import (BASELINES, SHAPES, VARIANTS, Budget, Report, _device, _env, _flops, _md, _one_line,
-                              _sync, _worker, flops_per_token)
+from bench.gpu_common import (BASELINES, SHAPES, VARIANTS, Budget, Report, _device, _flops, _md, _sync, flops_per_token,
+                              in_worker)
 
 
 def _machine_rows() -> list[tuple[str, str]]:
@@ -72,25 +71,12 @@ def machine_section(rep: Report) -> float:
 
 
 def train_section(rep: Report, budget: Budget, peak: float, only_compile: bool, results: dict) -> None:
-    s = SHAPES
-    env = _env()
-    with tempfile.TemporaryDirectory(prefix="lmtune-gpu-train-") as work:
-        for v in VARIANTS:
-            if v.compile != only_compile:
-                continue
-            timeout = budget.timeout(s.compile_timeout_s if v.compile else s.variant_timeout_s)
-            if timeout is None:
-                results[v.name] = {"error": "skipped: the time budget was spent"}
-            else:
-                try:
-                    results[v.name] = _worker(["train", "--variant", v.name, "--work", work], timeout, env)
-                except subprocess.TimeoutExpired:
-                    results[v.name] = {"error": f"killed after {timeout} s"}
-                except Exception as e:  # noqa: BLE001 - one variant's failure is a row, not the end
-                    results[v.name] = {"error": _one_line(e)}
-            if "error" in results[v.name]:
-                rep.problem(f"train variant {v.name}: {results[v.name]['error'][:300]}")
-            rep.set("train", _train_table(results, peak))
+    for v in VARIANTS:
+        if v.compile != only_compile:
+            continue
+        wanted = SHAPES.compile_timeout_s if v.compile else SHAPES.variant_timeout_s
+        results[v.name] = in_worker(rep, f"train variant {v.name}", budget, wanted, "train", "--variant", v.name)
+        rep.set("train", _train_table(results, peak))
 
 
 def _train_table(results: dict, peak: float) -> str:
@@ -128,15 +114,8 @@ def _train_table(results: dict, peak: float) -> str:
 
 
 def eval_section(rep: Report, budget: Budget) -> None:
-    timeout = budget.timeout(SHAPES.variant_timeout_s)
-    if timeout is None:
-        rep.problem("evaluate throughput: skipped, the time budget was spent")
-        return
-    try:
-        with tempfile.TemporaryDirectory(prefix="lmtune-gpu-eval-") as work:
-            r = _worker(["eval", "--work", work], timeout, _env())
-    except subprocess.TimeoutExpired:
-        rep.problem(f"evaluate throughput: killed after {timeout} s")
+    r = in_worker(rep, "evaluate throughput", budget, SHAPES.variant_timeout_s, "eval")
+    if "error" in r:
         return
     n = r["n_tokens"]
     ref = r["sides"].get("Trainer.evaluate, bf16=True", {})

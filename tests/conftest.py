@@ -4,8 +4,10 @@ The copy itself (Repo, make_repo: the project at recipes/tiny.yaml in a temp git
 bench/workspace.py, shared with the bench; the other test helpers are repo_tools.py (copies, hashes, kills),
 task_helpers.py, browser.py and stage_faults.py beside this file.
 """
+import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,20 +30,40 @@ def tiny_repo(tmp_path) -> Repo:
     return make_repo(tmp_path / "repo")
 
 
-@pytest.fixture(scope="session")
-def tiny_repro(tmp_path_factory) -> Repo:
-    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs.
-
-    A test that changes anything (params, outputs, experiments) works on `repo_tools.copy_repo(tiny_repro, ...)`;
-    `_tiny_repro_unchanged` fails the test that does not.
-    """
-    repo = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+def _reproduced(dest: Path) -> str:
+    """make_repo at `dest`, then one full `dvc repro`; returns its output."""
+    repo = make_repo(dest)
     # Every stage also reports the modules it imports (stderr, merged in order with DVC's stage lines):
     # tests/test_graph.py checks them against each stage's declared deps.
     proc = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=repo.path, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env={**repo.env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stdout[-5000:]
-    repo.repro_output = proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> Repo:
+    """One full `dvc repro` of the tiny pipeline, shared by the tests that only read its outputs.
+
+    A test that changes anything (params, outputs, experiments) works on `repo_tools.copy_repo(tiny_repro, ...)`;
+    `_tiny_repro_unchanged` fails the test that does not. Under pytest-xdist the first worker to ask builds it
+    once in the workers' common temp dir (under a lock; a full repro is ~1 min of CPU) and each worker reads
+    its own copy (DVC commands take a lock on the repo they run in, so two workers must not share one).
+    """
+    dest = tmp_path_factory.mktemp("e2e") / "repo"
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist
+        output = _reproduced(dest)
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "tiny_repro"
+        shared.mkdir(exist_ok=True)
+        with open(shared / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not (shared / "repro_output.txt").is_file():
+                (shared / "repro_output.txt").write_text(_reproduced(shared / "repo"), encoding="utf-8")
+        output = (shared / "repro_output.txt").read_text(encoding="utf-8")
+        shutil.copytree(shared / "repo", dest, symlinks=True)
+    repo = Repo(dest)
+    repo.repro_output = output
     return repo
 
 
@@ -83,13 +105,18 @@ def _tiny_repro_unchanged(request):
 
 
 # `make test` runs two pytest-xdist workers with --dist loadfile: whole files go to whichever worker is free,
-# in collection order. Collecting the longest files first keeps a worker from starting a long file when the
-# other is nearly done (per-file seconds from `pytest --durations`, 2-core machine: the recipes ~300 s each,
-# compare_e2e ~280, fsdp ~200 (loaded machine), recipe_chat ~180 s of CPU (SmolLM2 through every stage; 480 s
-# wall at load 9-10), memory / trust / bad_inputs / team 120-150, pipeline_e2e / experiments 70-90).
-LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_fsdp.py", "test_recipe_chat.py",
-                 "test_memory.py", "test_trust.py", "test_bad_inputs.py", "test_team.py", "test_pipeline_e2e.py",
-                 "test_experiments.py", "test_harness_e2e.py"]
+# in collection order (--no-loadscope-reorder: xdist's default reorder, by number of tests per file, sent the
+# few-test, slow files such as test_recipes_tasks.py, test_recipe_chat.py and test_fsdp.py last). Collecting
+# the longest files first keeps a worker from starting a long file when the other is nearly done. Per-file
+# seconds from `pytest -n 2 --durations=0` on the 2-core machine at load ~9 (5x an idle run; the first file
+# on a worker that reads tiny_repro also pays its ~200 s): recipes 980, recipes_tasks 850, compare_e2e 790,
+# memory 540, team 500, checkpoints 400, trust 390, recipe_chat 290, fsdp 270, bad_inputs 230, experiments
+# 220, export 170, pipeline_e2e 160, models 100, harness_e2e 100, num_processes 85; the rest < 65 each. The
+# chat recipe on the real SmolLM2 (every stage loads the 135M model): ~480 s at load 9-10.
+LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_recipe_chat.py",
+                 "test_memory.py", "test_team.py", "test_checkpoints.py", "test_trust.py", "test_fsdp.py", "test_bad_inputs.py",
+                 "test_experiments.py", "test_export.py", "test_pipeline_e2e.py", "test_models.py",
+                 "test_harness_e2e.py", "test_num_processes.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import browser
-from conftest import VENV_BIN, make_repo
+from conftest import VENV_BIN
+from repo_tools import copy_repo
 from test_compare import assert_png, external_references
 
 pytestmark = pytest.mark.slow
@@ -20,11 +21,15 @@ CHARTS = ("loss", "eval_loss", "forest", "sweep")
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    # eval_steps: the runs also log eval loss curves, which the report overlays too.
-    repo = make_repo(tmp_path_factory.mktemp("compare") / "repo", {"train": {"eval_steps": 4}})
+def swept(tiny_repro, tmp_path_factory):
+    # A copy of the shared tiny run with eval_steps: the runs also log eval loss curves, which the report
+    # overlays too. `dvc repro` then reruns only what eval_steps reaches (train, evaluate, export); the data
+    # stages and the base model's evaluation and samples are the shared run's, as DVC would keep them.
+    repo = copy_repo(tiny_repro, tmp_path_factory.mktemp("compare") / "repo")
+    repo.set_params({"train": {"eval_steps": 4}})
     repo.run(sys.executable, "-m", "lmtune.cli.plots_template")  # what `make install` does
-    repo.dvc("repro")
+    ran = repo.dvc("repro").stdout
+    assert "Running stage 'train'" in ran and "Running stage 'chunk'" not in ran, ran[-3000:]
     repo.commit("tiny run")
 
     def make(*args):  # the Makefile's own targets, with this venv (`-o install`: nothing to install)

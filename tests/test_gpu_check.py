@@ -128,3 +128,26 @@ def test_cuda_paths_arguments_check_wants_the_real_class_in_bf16():
         pass
 
     assert not arguments_check(Stub(output_dir="unused", use_cpu=True, report_to="none", bf16=True), "cpu")["ok"]
+
+
+def test_run_module_reports_exit_skip_and_timeout():
+    """bench.gpu_common.run_module: every section's child process, never raising for the child's failure."""
+    budget = gpu_common.Budget(600)
+    rc, out, err = gpu_common.run_module(budget, 60, ["json.tool", "--no-such-flag"], dict(os.environ))
+    assert rc == 2 and "--no-such-flag" in err  # argparse's usage error, the child's own exit code
+    rc, out, err = gpu_common.run_module(budget, 1, ["timeit", "-n1", "-r1", "import time; time.sleep(30)"],
+                                         dict(os.environ))
+    assert (rc, err) == ("timeout", "killed after 1 s")
+    spent = gpu_common.Budget(10)  # under 15 s left: nothing is started
+    assert gpu_common.run_module(spent, 60, ["this"], dict(os.environ)) == ("skipped", "", gpu_common.SKIPPED)
+
+
+def test_in_worker_turns_a_failed_worker_into_an_error_row_and_a_problem(tmp_path, monkeypatch):
+    """A worker that exits non-zero (here: bench.gpu_check refusing a machine without CUDA, exit 2) is a row's
+    error and one line in the problems, not an exception that would end the section."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("LMTUNE_GPU_CHECK_ON_CPU", raising=False)
+    rep = gpu_common.Report(tmp_path / "GPU_RESULTS.md")
+    r = gpu_common.in_worker(rep, "evaluate throughput", gpu_common.Budget(600), 120, "eval")
+    assert r["error"].startswith("exit 2: gpu-check: no CUDA GPU here"), r
+    assert rep.problems == [f"evaluate throughput: {r['error'][:300]}"]
