@@ -138,7 +138,8 @@ def test_train_stage_resumes_only_when_the_checkpoint_identity_matches(tiny_repr
         "a byte of the base weights": (lambda: flip_last_byte(weights), "base"),
         "a byte of the chunks": (lambda: flip_fingerprint_digit(state), "chunks"),
         # (chunk.mode too, which instruction must have: the checkpoint depends on the chunks, not that param)
-        "the task": (lambda: work.set_params({"task": "instruction", "chunk": {"mode": "pack"}}), "task"),
+        # (and so the task's own params section, another one)
+        "the task": (lambda: work.set_params({"task": "instruction", "chunk": {"mode": "pack"}}), "task, task_params"),
         "a LoRA field": (lambda: work.set_params({"lora": {"r": 4}}), "lora"),
     }
     for name, (change, named) in cases.items():
