@@ -19,6 +19,8 @@ after every section, so a failure or a kill keeps what was measured before it. S
    fused AdamW on/off, and torch.compile (last: the slowest to start).
 5. Evaluation throughput: lmtune.eval.metrics.evaluate_causal_lm on the device under the placement's autocast
    against Trainer.evaluate, on the same blocks.
+6. The default params (bench/gpu_mfu.py): GPT-2 124M through lmtune.train.trainer with params.yaml's train
+   section as a user gets it, resolved for a short and for a long run (torch_compile auto), tokens/s and MFU.
 
 Modules: bench/gpu_common.py (shapes, results file, budget, workers), gpu_workers.py (the timed work, one
 process each), gpu_sections.py (machine, train and evaluate throughput), gpu_pipeline.py (the tiny pipeline),
@@ -39,11 +41,12 @@ from pathlib import Path
 
 from bench.gpu_common import ENV, ON_CPU, ROOT, SHAPES, Budget, Report, _one_line
 from bench.gpu_cuda_paths import cuda_paths_section, cuda_paths_worker
+from bench.gpu_mfu import defaults_section
 from bench.gpu_pipeline import pipeline_section
 from bench.gpu_sections import eval_section, machine_section, train_section
 from bench.gpu_workers import eval_worker, train_worker
 
-SECTIONS = "machine,pipeline,train,eval,cuda_paths"
+SECTIONS = "machine,pipeline,train,eval,cuda_paths,defaults"
 
 
 def section(rep: Report, name: str, fn, *args):
@@ -84,6 +87,7 @@ def run_sections(rep: Report, wanted: set[str]) -> None:
         ("cuda_paths", "GPU-only paths", lambda: cuda_paths_section(rep, budget)),
         ("train", "training throughput", lambda: peak and train_section(rep, budget, peak, False, results)),
         ("eval", "evaluation throughput", lambda: eval_section(rep, budget)),
+        ("defaults", "default params (MFU)", lambda: defaults_section(rep, budget)),
         # torch.compile last: the slowest to start, so the budget cuts it before anything else.
         ("train", "training throughput (compile)", lambda: peak and train_section(rep, budget, peak, True, results)),
     ]

@@ -3,7 +3,8 @@ params.yaml's train section as a user gets it (no flags), its tokens/s and MFU a
 peak. Two rows, because `train.torch_compile: auto` depends on the run's length (lmtune.train.hardware): the
 defaults as resolved for this short timing run, and as resolved for a run of COMPILE_MIN_STEPS steps or more.
 
-One function for bench/gpu_check.py to call, `rows(work)`: its markdown lines. Alone:
+bench/gpu_check.py runs it as its `defaults` section (`defaults_section`: this module in its own process, within
+the check's time budget). Alone:
 
     python -m bench.gpu_mfu [WORK_DIR]        # one CUDA GPU; on a CPU a tiny shape checks that it runs
 
@@ -95,6 +96,21 @@ def rows(work: Path) -> list[str]:
                    f"GPT-2 {shape.layers}×{shape.embd}, {shape.batch} × {shape.seq:,} tokens per step, "
                    f"median of {shape.timed} steps after {shape.warmup}.")
     return out
+
+
+def defaults_section(rep, budget, wanted_s: int = 240) -> None:
+    """gpu_check's `defaults` section: `python -m bench.gpu_mfu` in a fresh process within `budget`; its table
+    goes into the report, a failure (exit code, kill, or skip for lack of time) into its problems."""
+    from bench.gpu_common import _env, run_module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rc, out, err = run_module(budget, wanted_s, ["bench.gpu_mfu", tmp], _env())
+    lines = out.strip().splitlines()
+    if rc != 0 or not lines:
+        tail = (err.strip().splitlines() or [f"exit {rc}"])[-1]
+        rep.problem(f"default params: {tail if rc in ('skipped', 'timeout') else f'exit {rc}: {tail}'}"[:300])
+        return
+    rep.set("defaults", "## Default params: tokens/s and MFU (bench/gpu_mfu.py)\n\n" + "\n".join(lines[:-1]))
 
 
 if __name__ == "__main__":

@@ -151,3 +151,19 @@ def test_in_worker_turns_a_failed_worker_into_an_error_row_and_a_problem(tmp_pat
     r = gpu_common.in_worker(rep, "evaluate throughput", gpu_common.Budget(600), 120, "eval")
     assert r["error"].startswith("exit 2: gpu-check: no CUDA GPU here"), r
     assert rep.problems == [f"evaluate throughput: {r['error'][:300]}"]
+
+
+def test_defaults_section_puts_the_mfu_table_or_one_problem_in_the_report(tmp_path, monkeypatch):
+    """gpu_check's `defaults` section (bench.gpu_mfu.defaults_section): the child's table in the report; a
+    child that fails is one line in the problems and no table."""
+    from bench import gpu_mfu
+
+    table = ["| default params as resolved | precision |", "|---|---|", "| for a 35-step run | bf16 |", '{"lines": 3}']
+    monkeypatch.setattr(gpu_common, "run_module", lambda *a, **k: (0, "\n".join(table) + "\n", ""))
+    rep = gpu_common.Report(tmp_path / "GPU_RESULTS.md")
+    gpu_mfu.defaults_section(rep, gpu_common.Budget(600))
+    assert rep.problems == [] and rep.sections["defaults"].endswith("\n".join(table[:-1]))
+    monkeypatch.setattr(gpu_common, "run_module", lambda *a, **k: ("timeout", "", "killed after 240 s"))
+    rep = gpu_common.Report(tmp_path / "GPU_RESULTS2.md")
+    gpu_mfu.defaults_section(rep, gpu_common.Budget(600))
+    assert rep.problems == ["default params: killed after 240 s"] and "defaults" not in rep.sections
