@@ -21,22 +21,48 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 RESULTS = ROOT / "tests" / "MUTATION.md"
 TIMINGS = ROOT / "mutants" / "mutation-timings.json"  # seconds per group, from the run that produced its results
 
-# training.py: the pure parts only. train() and FiniteLossTrainer.training_step drive a whole Trainer run
-# (the slow end-to-end and trust tests cover them); peak_memory_mb reads the process's own usage.
-TRAINING_PURE = ["precision_flags", "optimizer_name", "checkpointing_flag", "training_arguments", "collate_blocks",
-                 "mean_logged_loss", "write_curves"]
-# checkpoints.py: all but StampOnSave (a Trainer callback, covered through the Trainer in tests/test_memory.py).
-CHECKPOINTS_PURE = ["identity", "fingerprint", "superseded", "complete_checkpoint", "_stamp_record", "_stamp",
-                    "changed_inputs", "resumable_checkpoint"]
+# Modules mutated only in part: the functions a fast unit test can call (x_NAME for a function, xǁCLASSǁNAME for a
+# method), each list with why the rest is left out. Any other module in a group counts every mutant.
+PARTS = {
+    # train() and FiniteLossTrainer drive a whole Trainer run (the slow end-to-end and trust tests cover them);
+    # peak_memory_mb reads the process's own usage.
+    "lmtune.train.trainer": ["precision_flags", "optimizer_name", "checkpointing_flag", "training_arguments",
+                             "collate_blocks", "mean_logged_loss", "write_curves"],
+    # All but StampOnSave (a Trainer callback, covered through the Trainer in tests/test_memory.py).
+    "lmtune.train.checkpoints": ["identity", "fingerprint", "superseded", "complete_checkpoint", "_stamp_record",
+                                 "_stamp", "changed_inputs", "resumable_checkpoint"],
+    # preflight profiles a whole model at the configured shape (the slow preflight tests in tests/test_memory.py).
+    "lmtune.train.plan": ["largest_fitting_divisor", "xǁPlanǁchoice", "xǁPlanǁrecord", "decide", "agree"],
+    # die_with_launcher arms a parent-death SIGKILL for the calling process: only a launched process calls it
+    # (tests/test_distributed.py's slow runs).
+    "lmtune.train.launch": ["launch_args", "launched", "check_world_size", "relaunch"],
+    # evaluate loads the base or tuned model from the pipeline's paths (the slow end-to-end tests).
+    "lmtune.eval.evaluation": ["unit_ids", "confusion_csv", "blocks_csv", "read_blocks", "same_blocks"],
+}
+
+
+def _patterns(module: str) -> list[str]:
+    names = PARTS.get(module)
+    if names is None:
+        return [f"{module}.*"]
+    return [f"{module}.{n if n.startswith('xǁ') else 'x_' + n}__mutmut_*" for n in names]
+
+
 GROUPS = {
-    "chunking": ["lmtune.data.chunking.*"],
-    "tasks": ["lmtune.tasks.*"],
-    "metrics": ["lmtune.eval.metrics.*"],
-    "training": [f"lmtune.train.trainer.x_{f}__mutmut_*" for f in TRAINING_PURE],
-    "checkpoints": [f"lmtune.train.checkpoints.x_{f}__mutmut_*" for f in CHECKPOINTS_PURE],
-    "params": ["lmtune.params.*"],
-    "stats": ["lmtune.stats.*"],
-    "io": ["lmtune.io.*"],
+    "chunking": _patterns("lmtune.data.chunking"),
+    "tasks": _patterns("lmtune.tasks"),
+    "metrics": _patterns("lmtune.eval.metrics"),
+    "training": _patterns("lmtune.train.trainer"),
+    "checkpoints": _patterns("lmtune.train.checkpoints"),
+    "params": _patterns("lmtune.params"),
+    "stats": _patterns("lmtune.stats"),
+    "io": _patterns("lmtune.io"),
+    "estimate": _patterns("lmtune.train.estimate"),
+    "limits": _patterns("lmtune.train.limits"),
+    "plan": _patterns("lmtune.train.plan"),
+    "launch": _patterns("lmtune.train.launch"),
+    "blocks_csv": _patterns("lmtune.eval.evaluation"),
+    "card": [*_patterns("lmtune.report.card"), *_patterns("lmtune.report.metrics")],
 }
 # Statuses mutmut gives (mutmut.stats.status_by_exit_code): a mutant is killed when a test failed on it,
 # or when it hung (timeout) or crashed the interpreter (segfault); "no tests" means no selected test ran it.
@@ -61,13 +87,38 @@ RIGHT_PAD_CLF = ("padding is on the right and causal attention only looks left; 
                  "non-pad position, which never sees the pads")
 ON_CPU = ("the fast tests run on the CPU, where every tensor already is; bench/gpu_check.py evaluates on CUDA "
           "(bench/GPU_RESULTS.md)")
+FLOAT_NONE = "astype(None) converts to float64, as astype(float) does"
+INT_EXACT = ("np.asarray without a dtype keeps an int or bool input as it is: its sums, and its products with the "
+             "float resampling weights, are exact below 2**53, so every float that follows is the same")
+INTEGERS_LOW = "Generator.integers(k, size=...) draws from [0, k) (high=None), the same stream as integers(0, k, ...)"
+FALSY = "paired only feeds `if paired`: None is as false as False"
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "lmtune.stats.x__rows__mutmut_3": ("astype(None)", FLOAT_NONE),
+    "lmtune.stats.xǁResamplingǁcounts__mutmut_14": ("astype(None)", FLOAT_NONE),
+    **{f"lmtune.stats.x__rows__mutmut_{i}": ("np.asarray(r,", INT_EXACT) for i in (7, 9, 11, 13)},
+    **{f"lmtune.stats.x_mean_spread__mutmut_{i}": ("np.asarray(values,", INT_EXACT) for i in (3, 5)},
+    "lmtune.stats.x__seed_draws__mutmut_13": ("rng.integers(k,", INTEGERS_LOW),
+    "lmtune.stats.xǁResamplingǁcounts__mutmut_7": ("rng.integers(e,", INTEGERS_LOW),
+    "lmtune.stats.x__seed_draws__mutmut_7": (
+        "np.zeros((n, 2)", "one seed drawn twice: the mean of two copies of its value is that value"),
+    "lmtune.stats.x_compare__mutmut_40": (
+        "low >= 0", "read only when low > 0 or high < 0: low == 0 with high < 0 cannot happen (low <= high)"),
+    "lmtune.stats.xǁRatioǁ_resampled__mutmut_31": (
+        "seed_draws, )", "numpy 2's take_along_axis defaults to axis -1, which is axis 1 of the 2-D [B, k] array"),
+    "lmtune.stats.xǁRatioǁgroup__mutmut_22": (
+        "members[1].transform", "the check above makes every member's transform the same as the first's"),
+    "lmtune.stats.x_interval__mutmut_4": ("None", FALSY),
+    "lmtune.stats.x_compare__mutmut_12": ("None", FALSY),
+    "lmtune.stats.x__seed_draws__mutmut_1": (
+        "and False", "one seed: integers(0, 1) is all zeros, returned without drawing from the generator (a range of "
+        "one value), so every later draw is the same"),
+    "lmtune.stats.x_interval__mutmut_22": ("None", FALSY),
+
     "lmtune.data.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
     "lmtune.data.chunking.x_sample_blocks__mutmut_9": (
         "replace=None", "Generator.choice tests `if replace`: None samples without replacement, as False does"),
     "lmtune.params.x_load__mutmut_7": ('encoding="UTF-8"', "codec names are case-insensitive"),
     "lmtune.tasks.base.x__fixed__mutmut_9": ("reshape(-2)", RESHAPE),
-    **{f"lmtune.tasks.base.x_fingerprint_extra__mutmut_{i}": ("extra", STAMP) for i in (2, 3, 4, 5, 6, 7, 10, 12, 13)},
     "lmtune.tasks.base.x_pack_examples__mutmut_24": ("np.zeros(0, None)", "an empty mask: its dtype never shows"),
     "lmtune.tasks.base.x_pack_examples__mutmut_26": ("np.zeros(0, )", "an empty mask: its dtype never shows"),
     "lmtune.tasks.base.x_pack_examples__mutmut_27": (
@@ -96,9 +147,6 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": ("desc", DESC) for i in (11, 17)},
     "lmtune.tasks.lm.xǁLanguageModelTaskǁsamples__mutmut_12": (
         '"XXXX"', "prompt_for returns None for every prompt or for none, so any probe text decides the same"),
-    **{f"lmtune.train.trainer.x_fingerprint__mutmut_{i}": ("json.dumps", STAMP) for i in (4, 6, 7, 8, 9, 10, 11)},
-    **{f"lmtune.train.trainer.x_fingerprint__mutmut_{i}": ("fh.read", "the same bytes are hashed whatever the read size")
-       for i in (30, 32, 33)},
     **{f"lmtune.train.trainer.x_precision_flags__mutmut_{i}": (
         "fp32", "only bf16 and fp16 set a flag: any other name is fp32") for i in (13, 14)},
     **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
@@ -162,9 +210,8 @@ def run_group(patterns: list[str], children: int) -> float:
 
 
 def in_scope(name: str) -> bool:
-    if name.startswith("lmtune.train.trainer."):
-        return any(name.startswith(f"lmtune.train.trainer.x_{f}__mutmut_") for f in TRAINING_PURE)
-    return True
+    module = name.rsplit(".", 1)[0]
+    return module not in PARTS or any(name.startswith(p.removesuffix("*")) for p in _patterns(module))
 
 
 def results() -> dict[str, dict[str, str]]:
@@ -179,9 +226,17 @@ def results() -> dict[str, dict[str, str]]:
     return {m: r for m, r in out.items() if r}
 
 
-def diff(name: str) -> str:
-    """The mutated lines (`-` original, `+` mutant) as mutmut shows them."""
-    text = subprocess.run([str(MUTMUT), "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+def diff(name: str, module: str) -> str:
+    """The mutated lines (`-` original, `+` mutant) as `mutmut show` gives them (its function, in this process:
+    a `mutmut show` process per survivor takes seconds each)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        text = get_diff_for_mutant(name, path=module)
+    finally:
+        os.chdir(cwd)
     return "\n".join(l for l in text.splitlines() if l[:1] in "-+" and not l.startswith(("---", "+++")))
 
 
@@ -190,7 +245,8 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
              "`make mutation` (tests/mutation.py): mutmut 3.8.1 over the core pure modules, each mutant run against the",
              "fast unit tests that cover the mutated function (setup.cfg [mutmut]). Killed = a test failed (or the",
              "mutant hung or crashed); the target is >= 85% per module, and every survivor is listed below.",
-             f"`lmtune/train/trainer.py` counts its pure functions only: {', '.join(TRAINING_PURE)}.", "",
+             *[f"`{m.replace('.', '/')}.py` counts only {', '.join(f.replace('xǁ', '').replace('ǁ', '.') for f in fs)}."
+               for m, fs in PARTS.items()], "",
              "| module | mutants | killed | survived | no test ran it | score |", "|---|---|---|---|---|---|"]
     survivors = []
     for module, statuses in res.items():
@@ -209,7 +265,7 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
     if not survivors:
         lines.append("None.")
     for module, name, status in survivors:
-        d = diff(name)
+        d = diff(name, module)
         kind, (snippet, reason) = next(((k, table[name]) for k, table in (("equivalent", EQUIVALENT),
                                                                       ("not killed", NOT_KILLED)) if name in table),
                                        ("", ("", "")))

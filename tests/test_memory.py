@@ -107,6 +107,101 @@ def test_measured_cpu_limit_is_at_most_ram_plus_what_we_hold():
     assert limits.rss() <= limits.peak_rss()
 
 
+def test_sizes_in_messages():
+    assert (limits.gb(limits.GB), limits.gb(limits.GB - 1), limits.gb(3 * limits.GB // 2)) == ("1.0 GB", "1024 MB", "1.5 GB")
+    assert limits.gb(5 * MB + MB // 2 - 1) == "5 MB"
+
+
+def test_proc_status_fields_in_bytes(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWMX:\t1 kB\nVmHWM:\t  2048 kB\nVmRSS:\t1024 kB\n")
+    assert limits._proc_status_kb("VmHWM", status) == 2048 * 1024  # not the VmHWMX line before it
+    assert limits._proc_status_kb("VmRSS", status) == 1024 * 1024
+    assert limits._proc_status_kb("VmSwap", status) is None
+    assert limits._proc_status_kb("VmRSS", tmp_path / "missing") is None
+    status.write_text("VmRSS:\n")
+    assert limits._proc_status_kb("VmRSS", status) is None
+    status.write_text("VmRSS: lots kB\n")
+    assert limits._proc_status_kb("VmRSS", status) is None
+
+
+def test_peak_rss_falls_back_to_getrusage(monkeypatch):
+    import resource
+
+    assert limits.rss() > 0 and limits.peak_rss() >= limits.rss()
+    monkeypatch.setattr(limits, "_proc_status_kb", lambda field: None)  # no /proc (macOS)
+    assert limits.peak_rss() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert limits.rss() == 0
+
+
+def test_cgroup_files_that_are_missing_or_odd(tmp_path):
+    assert limits._read_int(tmp_path / "none") is None
+    write(tmp_path / "max", "max\n")
+    assert limits._read_int(tmp_path / "max") is None
+    write(tmp_path / "n", " 42\n")
+    assert limits._read_int(tmp_path / "n") == 42
+    write(tmp_path / "stat", "inactive_filex 9\ninactive_file 7\nbad\n")
+    assert limits._stat(tmp_path / "stat", "inactive_file") == 7
+    assert limits._stat(tmp_path / "stat", "active_file") == 0
+    assert limits._stat(tmp_path / "none", "inactive_file") == 0
+    write(tmp_path / "stat", "inactive_file seven\n")
+    assert limits._stat(tmp_path / "stat", "inactive_file") == 0
+
+
+def test_cgroup_room_is_never_negative_and_v1_needs_the_memory_controller(tmp_path):
+    root = tmp_path / "cg"
+    write(root / "cgroup.controllers", "memory\n")
+    write(root / "memory.max", str(2**30))
+    write(root / "memory.current", str(2**31))  # over its limit (the kernel is reclaiming): no room, not less
+    assert limits.cgroup_rooms("0::/\n", root) == [0]
+    write(root / "memory.stat", f"inactive_file {2**32}\n")  # more cache than usage: the usage counts as 0
+    assert limits.cgroup_rooms("0::/\n", root) == [2**30]
+    (root / "memory.current").unlink()  # no usage file: nothing held
+    assert limits.cgroup_rooms("0::/\n", root) == [2**30]
+    v1 = tmp_path / "v1"
+    write(v1 / "memory" / "memory.limit_in_bytes", str(2**30))
+    write(v1 / "cpu" / "memory.limit_in_bytes", "1")
+    assert limits.cgroup_rooms("5:cpu,cpuacct:/\n", v1) == []  # not a memory line
+    assert limits.cgroup_rooms("5:cpuset,memory:/\n", v1) == [2**30]
+    # A hybrid machine: the v2 hierarchy is mounted at unified/ when the root has no cgroup.controllers.
+    write(v1 / "unified" / "memory.max", str(3 * 2**30))
+    assert limits.cgroup_rooms("0::/\n", v1) == [3 * 2**30]
+    # Exactly the v1 "no limit" value is no limit too; one byte less is a limit.
+    write(v1 / "memory" / "memory.limit_in_bytes", str(limits.UNLIMITED))
+    assert limits.cgroup_rooms("5:memory:/\n", v1) == []
+    write(v1 / "memory" / "memory.limit_in_bytes", str(limits.UNLIMITED - 1))
+    assert limits.cgroup_rooms("5:memory:/\n", v1) == [limits.UNLIMITED - 1]
+
+
+def test_limit_override_messages_and_blank_values():
+    assert limits.limit_override({limits.LIMIT_ENV: "  "}) is None
+    assert limits.limit_override({limits.LIMIT_ENV: "0.5"}) == MB // 2
+    with pytest.raises(UserError, match=rf"^{limits.LIMIT_ENV}: expected a number of MB, got 'lots'$"):
+        limits.limit_override({limits.LIMIT_ENV: "lots"})
+    with pytest.raises(UserError, match=rf"^{limits.LIMIT_ENV}: must be > 0 MB, got '0'$"):
+        limits.limit_override({limits.LIMIT_ENV: "0"})
+    assert limits.cpu_limit(100, 1000, [], local_processes=0) == 1100  # never divided by 0
+
+
+def test_measured_limits_say_where_they_come_from(monkeypatch):
+    rooms = limits.cgroup_rooms(open("/proc/self/cgroup").read())
+    available = limits.mem_available(open("/proc/meminfo").read())
+    one = limits.process_limit("cpu", {})
+    two = limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": "2"})
+    kind = "the smaller of available RAM and the cgroup limit" if rooms else "available RAM"
+    assert (one.source, two.source) == (kind, kind + ", shared by 2 processes")
+    free = min([available, *rooms])  # what the kernel counts moves a little between the reads: 64 MB of slack
+    assert abs(one.bytes - (limits.rss() + free)) < 64 * MB
+    assert abs(two.bytes - (limits.rss() + free // 2)) < 64 * MB
+    # CUDA: the free memory of this process's GPU (LOCAL_RANK) plus what torch's cache already holds there.
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: (asked.append(gpu), (5 * MB, 80 * MB))[1])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda gpu: 2 * MB if gpu == 1 else 0)
+    assert limits.process_limit("cuda", {"LOCAL_RANK": "1"}) == limits.Limit(7 * MB, "free GPU memory")
+    assert limits.process_limit("cuda", {}).bytes == 5 * MB and asked == [1, 0]
+    assert limits.process_limit("cuda", {limits.LIMIT_ENV: "3"}).bytes == 3 * MB and asked == [1, 0]
+
+
 # --- The estimate's arithmetic ------------------------------------------------------------------------
 
 PROFILE = estimate.Profile(block=256, fixed=10 * MB, per_sample=100 * MB, fixed_checkpointed=10 * MB,
@@ -207,6 +302,108 @@ def test_refusal_is_one_line_with_estimate_limit_and_keys():
         plan.decide(auto, PROFILE, 1000 * MB, 200 * MB, limits.Limit(1000 * MB, "test"))
 
 
+GB = limits.GB
+# GB-sized terms, so that every figure of a refusal reads differently: at micro-batch m the step needs
+# 2 process + 1 gradients + 2 AdamW + m activations + 2 x m/4 logits = 5 + 1.5 m GB, checkpointed 5 + 0.75 m GB.
+BIG = estimate.Profile(block=4096, fixed=0, per_sample=GB, fixed_checkpointed=0, per_sample_checkpointed=GB // 4,
+                       logits_per_sample=GB // 4)
+
+
+def refuse(tp, limit, **kw) -> str:
+    with pytest.raises(UserError) as err:
+        plan.decide(tp, BIG, 2 * GB, GB, limit, **kw)
+    return str(err.value)
+
+
+def test_refusal_proposes_the_fixes_that_fit_in_full():
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=False)
+    keys = ("to fit, change one of train.batch_size, train.gradient_accumulation_steps, chunk.block_size, "
+            "train.gradient_checkpointing, lora.enabled: ")
+    # 7 GB: micro-batch 1 fits (6.5 GB), and with checkpointing micro-batch 2 (6.5 GB), not 4 (8 GB).
+    assert refuse(tp, limits.Limit(7 * GB, "available RAM")) == (
+        "not enough memory to train: a micro-batch of 4 x 4,096 tokens needs about 11.0 GB (2.0 GB process + "
+        "1.0 GB gradients + 2.0 GB AdamW + 4.0 GB activations + 2.0 GB logits) but this process may use 7.0 GB "
+        f"(available RAM; {limits.LIMIT_ENV} overrides); " + keys +
+        "train.batch_size: 1 with train.gradient_accumulation_steps: 4 (same global batch, ~6.5 GB); "
+        "or train.gradient_checkpointing: true with train.batch_size: 2 and train.gradient_accumulation_steps: 2 "
+        "(~6.5 GB); or a smaller chunk.block_size (now 4,096); "
+        "or lora.enabled: true (saves up to 3.0 GB of gradients and AdamW state)")
+    # 8.5 GB: checkpointing alone makes micro-batch 4 fit (8 GB); LoRA is on already; the limit was set by hand.
+    assert refuse(tp, limits.Limit(8 * GB + GB // 2, f"set by {limits.LIMIT_ENV}"), lora=True).endswith(
+        f"may use 8.5 GB (set by {limits.LIMIT_ENV}); " + keys +
+        "train.batch_size: 2 with train.gradient_accumulation_steps: 2 (same global batch, ~8.0 GB); "
+        "or train.gradient_checkpointing: true (~8.0 GB at micro-batch 4); or a smaller chunk.block_size (now 4,096)")
+    # Checkpointing on already: not proposed again.
+    ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
+    assert refuse(ckpt, limits.Limit(7 * GB, "available RAM")).endswith(
+        keys + "train.batch_size: 2 with train.gradient_accumulation_steps: 2 (same global batch, ~6.5 GB); "
+        "or a smaller chunk.block_size (now 4,096); or lora.enabled: true (saves up to 3.0 GB of gradients and AdamW state)")
+
+
+def test_auto_refusal_tries_micro_batch_1():
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=True)
+    msg = refuse(tp, limits.Limit(6 * GB, "available RAM"))  # 1: 6.5 GB; checkpointed 1: 5.75 GB fits
+    assert msg.startswith("not enough memory to train: even a micro-batch of 1 x 4,096 tokens needs about 6.5 GB "
+                          "(2.0 GB process + 1.0 GB gradients + 2.0 GB AdamW + 1.0 GB activations + 512 MB logits)")
+    assert msg.endswith("lora.enabled: train.gradient_checkpointing: true (~5.8 GB at micro-batch 1); "
+                        "or a smaller chunk.block_size (now 4,096); or lora.enabled: true (saves up to 3.0 GB of "
+                        "gradients and AdamW state)")
+    assert refuse(tp, limits.Limit(5 * GB, "x"), lora=True).endswith("lora.enabled: a smaller chunk.block_size (now 4,096)")
+
+
+def test_decide_records_rounded_figures_and_applies_the_share():
+    import dataclasses
+
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=False)
+    base = 2 * GB + 12_345  # odd bytes: the MB figures have decimals to round
+    chosen = plan.decide(tp, BIG, base, GB, limits.Limit(12 * GB + 54_321, "x"))
+    total = estimate.estimate(BIG, 4, base, GB, False).total
+    assert (chosen.estimate_mb, chosen.limit_mb) == (round(total / MB, 1), round((12 * GB + 54_321) / MB, 1))
+    assert chosen.estimate_mb != total / MB
+    assert plan.decide(tp, BIG, base, GB, limits.Limit(None, "unknown")).limit_mb is None
+    # Checkpointing and the tuned heap's slack are in the estimate.
+    ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
+    assert plan.decide(ckpt, BIG, base, GB, limits.Limit(None, "x")).estimate_mb == round(
+        estimate.estimate(BIG, 4, base, GB, True).total / MB, 1)
+    small = dataclasses.replace(BIG, logits_per_sample=MB)
+    assert plan.decide(tp, small, base, GB, limits.Limit(None, "x"), heap_slack=True).estimate_mb == round(
+        estimate.estimate(small, 4, base, GB, False, heap_slack=True).total / MB, 1)
+    # One process's share (FSDP): what fits and what is recorded are the share's.
+    half = lambda e: dataclasses.replace(e, base=e.base // 2, activations=e.activations // 2)  # noqa: E731
+    shared = plan.decide(tp, BIG, 2 * GB, GB, limits.Limit(9 * GB, "x"), share=half)  # 11 GB whole, 8 GB each
+    assert (shared.batch_size, shared.estimate_mb) == (4, 8 * 1024)
+    auto = train_params(batch_size=4, gradient_accumulation_steps=2, gradient_checkpointing=False, auto_batch_size=True)
+    assert plan.decide(auto, BIG, 2 * GB, GB, limits.Limit(9 * GB, "x"), share=half).batch_size == 4  # not 2
+
+
+def test_plan_choice_and_record():
+    p = plan.Plan(batch_size=2, gradient_accumulation_steps=3, auto=True, estimate_mb=900.5, limit_mb=None)
+    assert p.choice() == {"micro_batch_size": 2, "gradient_accumulation_steps": 3, "auto_batch_size": True}
+    assert p.record() == {**p.choice(), "memory_estimate_mb": 900.5, "memory_limit_mb": None}
+
+
+def test_launched_processes_agree_on_the_smallest_auto_micro_batch(monkeypatch):
+    import accelerate
+    import accelerate.utils
+
+    picked = plan.Plan(batch_size=4, gradient_accumulation_steps=2, auto=True, estimate_mb=900.0, limit_mb=1000.0)
+    fixed = dataclasses_replace(picked, auto=False)
+    gathered = []
+    monkeypatch.setattr(accelerate, "PartialState", lambda: None)
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: (gathered.append(xs), xs + [2, 8])[1])
+    assert plan.agree(picked, {}) is picked and plan.agree(picked, {"WORLD_SIZE": "1"}) is picked
+    assert plan.agree(fixed, {"WORLD_SIZE": "2"}) is fixed and gathered == []  # configured: the same everywhere
+    assert plan.agree(picked, {"WORLD_SIZE": "3"}) == plan.Plan(2, 4, True, 900.0, 1000.0) and gathered == [[4]]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: xs + [8])
+    assert plan.agree(picked, {"WORLD_SIZE": "2"}) is picked
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
 # --- The fake-tensor count -----------------------------------------------------------------------------
 
 def tiny_gpt2(n_positions=128, dropout=0.1):
@@ -271,6 +468,55 @@ def test_lora_counts_only_the_adapters_as_trainable():
     fake, _, _ = estimate.saved_bytes(lora, trainer.collate_blocks([example]))
     real, _ = real_saved_bytes(lora, trainer.collate_blocks([example]))
     assert fake == real
+
+
+def test_estimate_parts_and_clamped_activations():
+    e = estimate.Estimate(batch=2, block=8, base=3 * GB, gradients=GB, optimizer=2 * GB, activations=512 * MB,
+                          logits=5 * MB)
+    assert e.total == 6 * GB + 517 * MB
+    assert e.parts() == "3.0 GB process + 1.0 GB gradients + 2.0 GB AdamW + 512 MB activations + 5 MB logits"
+    # Two fake passes can put a line's intercept below 0 (tensors shared between examples): never negative bytes.
+    odd = estimate.Profile(block=8, fixed=-10 * MB, per_sample=4 * MB, fixed_checkpointed=-3 * MB,
+                           per_sample_checkpointed=MB, logits_per_sample=MB)
+    assert (odd.activations(2, False), odd.activations(3, False), odd.activations(3, True), odd.activations(4, True)) == (
+        0, 2 * MB, 0, MB)
+    assert odd.logits(3) == (3 * MB, estimate.LOGITS_BUFFERS)
+
+
+def test_checkpointing_keeps_each_layers_input_and_one_layer():
+    """Between 2 and 4 identical layers, what autograd saves grows by 2 layers' activations; with checkpointing
+    by 2 layers' inputs (batch x block x width fp32): the count keeps inputs and one recomputed layer."""
+    batch = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}] * 2)
+
+    def count(layers):
+        config = transformers.GPT2Config(vocab_size=1000, n_positions=32, n_embd=32, n_layer=layers, n_head=2,
+                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return estimate.saved_bytes(transformers.GPT2LMHeadModel(config), batch)
+
+    (s2, c2, _), (s4, c4, _) = count(2), count(4)
+    layer, layer_input = (s4 - s2) // 2, 2 * 32 * 32 * 4
+    assert c4 - c2 == 2 * layer_input
+    assert c2 == s2 - 2 * layer + 2 * layer_input + layer
+    assert estimate._checkpointable_layers(torch.nn.Linear(2, 2)) == []
+
+
+def test_weight_and_trainable_bytes():
+    model = tiny_gpt2()
+    params = sum(p.numel() for p in model.parameters())
+    model.register_buffer("extra", torch.zeros(10, dtype=torch.float64))
+    assert estimate.weight_bytes(model) == 4 * params + 8 * 10 + sum(
+        b.numel() * b.element_size() for n, b in model.named_buffers() if n != "extra")
+    model.transformer.wte.weight.requires_grad_(False)
+    assert estimate.trainable_bytes(model) == 4 * (params - model.transformer.wte.weight.numel())
+    assert estimate.trainable_bytes(model.half()) == 2 * (params - model.transformer.wte.weight.numel())
+
+
+def test_profile_of_the_chunked_loss_sizes_its_chunk():
+    model = tiny_gpt2(n_positions=64, dropout=0.0)
+    prof = estimate.profile(model, {"input_ids": np.arange(48, dtype=np.int64) % 50}, trainer.collate_blocks,
+                            loss_chunk_rows=5)
+    assert (prof.block, prof.chunk_logits, prof.logits_per_sample) == (48, 4 * 1000 * 5, 4 * 48 * 1000)
+    assert prof.logits(1) == (4 * 1000 * 5, estimate.CHUNKED_LOGITS_BUFFERS)
 
 
 # --- The run marker ------------------------------------------------------------------------------------
