@@ -8,6 +8,8 @@ every surviving mutant, with the reason when it is equivalent (EQUIVALENT below)
     python tests/mutation.py                 # every group, one at a time
     python tests/mutation.py chunking        # one group; the other modules' rows come from earlier runs
     python tests/mutation.py --report        # rewrite tests/MUTATION.md from the stored results only
+    python tests/mutation.py --survivors io  # rerun only the group's mutants no test has killed yet (after
+                                             # adding tests; the group's run time stays that of its full run)
 """
 import json
 import os
@@ -92,7 +94,60 @@ INT_EXACT = ("np.asarray without a dtype keeps an int or bool input as it is: it
              "float resampling weights, are exact below 2**53, so every float that follows is the same")
 INTEGERS_LOW = "Generator.integers(k, size=...) draws from [0, k) (high=None), the same stream as integers(0, k, ...)"
 FALSY = "paired only feeds `if paired`: None is as false as False"
+CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
+ASCII_JSON = ("the text is json.dumps output, which escapes every non-ASCII character (ensure_ascii): the same bytes "
+              "in any locale's encoding")
+SORTED_STATE = ("state.json's keys are already in sorted order (datasets writes it with sort_keys, and `_fingerprint` "
+                "is one of its keys), so dumping them in read order sorts them too")
+SORTED_LITERAL = "the state dict literal is written in sorted key order, so sort_keys changes nothing"
+KERNEL_TEXT = "/proc and cgroup files are ASCII text the kernel writes: the same in any locale's encoding"
+UNSET_OR = ("a missing variable gives None or the default string; `or` turns both into the same number (only a "
+            "variable set but empty tells the two apart, and gives the `or` value either way)")
+NUMBERS_CSV = ("a blocks csv holds only numbers (ASCII) on `\\n`-ended lines that blocks_csv wrote: any encoding, "
+               "and universal newlines, read them the same (newline='' matters only inside quoted fields)")
+READ_SIZE = "xxh3 streams: the same bytes hash the same whatever the read size or buffering"
+ON_CPU_COUNT = ("the fast tests count on the CPU, torch's default device for a tensor without one; the CUDA count "
+                "(device='cuda') runs in bench/gpu_check.py")
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    **{f"lmtune.io.x_files_fingerprint__mutmut_{i}": (s, READ_SIZE) for i, s in ((4, "2 << 20"), (5, "1 << 21"), (26, '"rb", )'))},
+    **{f"lmtune.io.x_save_dataset__mutmut_{i}": ("encoding", ASCII_JSON) for i in (9, 22, 24)},
+    **{f"lmtune.io.x_save_dataset__mutmut_{i}": ("UTF-8", CODEC) for i in (11, 34)},
+    **{f"lmtune.io.x_save_dataset__mutmut_{i}": ("sort_keys", SORTED_STATE) for i in (27, 30, 32)},
+    **{f"lmtune.io.x_save_tables__mutmut_{i}": ("encoding", ASCII_JSON) for i in (44, 46, 80, 82, 98, 100)},
+    **{f"lmtune.io.x_save_tables__mutmut_{i}": ("UTF-8", CODEC) for i in (57, 96, 109)},
+    **{f"lmtune.io.x_save_tables__mutmut_{i}": ("sort_keys", SORTED_LITERAL) for i in (89, 92, 94)},
+    **{f"lmtune.io.x_write_json__mutmut_{i}": ("encoding", ASCII_JSON) for i in (2, 4)},
+    "lmtune.io.x_write_json__mutmut_17": ("UTF-8", CODEC),
+    "lmtune.io.x_atomic_write_text__mutmut_7": ("UTF-8", CODEC),
+    "lmtune.io.x__umask__mutmut_3": (
+        "os.umask(1)", "the probe's value is put back at once: os.umask returns the mask before it whatever it sets"),
+    **{f"lmtune.io.x_atomic_write_bytes__mutmut_{i}": (
+        "missing_ok", "only a failure before or in os.replace gets here, and mkstemp's file is still there then")
+       for i in (33, 35)},
+    **{f"lmtune.train.limits.x__proc_status_kb__mutmut_{i}": ("encoding", KERNEL_TEXT) for i in (1, 3)},
+    **{f"lmtune.train.limits.x__read_int__mutmut_{i}": ("encoding", KERNEL_TEXT) for i in (2, 4)},
+    **{f"lmtune.train.limits.x__stat__mutmut_{i}": ("encoding", KERNEL_TEXT) for i in (1, 3)},
+    **{f"lmtune.train.limits.x_process_limit__mutmut_{i}": ("encoding", KERNEL_TEXT) for i in (35, 40, 42, 47)},
+    "lmtune.train.limits.x__stat__mutmut_6": (
+        "rpartition", "memory.stat lines are `key value`, one space: partition and rpartition split them the same"),
+    "lmtune.train.limits.x_cgroup_rooms__mutmut_86": (
+        "group == mount and", "group is the mount or below it, so `mount not in group.parents` holds exactly when "
+        "group == mount: `and` and `or` decide the same"),
+    **{f"lmtune.train.limits.x_process_limit__mutmut_{i}": ("environ.get", UNSET_OR) for i in (15, 17, 58, 60)},
+    "lmtune.train.estimate.x_saved_bytes__mutmut_26": (
+        "[1] * len", "each layer's forward pre-hook overwrites its entry (every layer runs in the forward pass)"),
+    "lmtune.train.estimate.x_saved_bytes__mutmut_72": (
+        "lambda t: None", "no backward pass runs in the count: the unpack hook is never called"),
+    "lmtune.train.estimate.x_saved_bytes__mutmut_76": ("None", "torch's functional_call turns args=None into ()"),
+    **{f"lmtune.train.estimate.x_saved_bytes__mutmut_{i}": (
+        "strict", "the state holds every parameter and buffer by name, so a strict call finds none missing")
+       for i in (78, 83, 84)},
+    "lmtune.train.estimate.x_profile__mutmut_18": ("shape[+1]", "input_ids is 2-D (batch x block): dim +1 is dim -1"),
+    **{f"lmtune.eval.evaluation.x_read_blocks__mutmut_{i}": ("newline", NUMBERS_CSV) for i in (3, 6)},
+    **{f"lmtune.eval.evaluation.x_read_blocks__mutmut_{i}": ("encoding", NUMBERS_CSV) for i in (4, 7)},
+    "lmtune.eval.evaluation.x_read_blocks__mutmut_10": ("UTF-8", CODEC),
+    "lmtune.eval.evaluation.x_read_blocks__mutmut_21": (
+        "XX.enXX", "no number csv writes (ints, repr floats, nan, inf) holds an X: the extra characters never match"),
     "lmtune.stats.x__rows__mutmut_3": ("astype(None)", FLOAT_NONE),
     "lmtune.stats.xǁResamplingǁcounts__mutmut_14": ("astype(None)", FLOAT_NONE),
     **{f"lmtune.stats.x__rows__mutmut_{i}": ("np.asarray(r,", INT_EXACT) for i in (7, 9, 11, 13)},
@@ -176,6 +231,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
 }
 # Surviving mutants that are not equivalent: what a test would need, and why the fast tests do not have it.
 NOT_KILLED: dict[str, tuple[str, str]] = {
+    **{f"lmtune.train.estimate.x_saved_bytes__mutmut_{i}": ("device", ON_CPU_COUNT) for i in (10, 13, 17, 20)},
+    **{f"lmtune.train.estimate.x_profile__mutmut_{i}": ("None", ON_CPU_COUNT) for i in (23, 32)},
+    **{f"lmtune.io.x_sweep_temps__mutmut_{i}": (
+        "missing_ok", "tells only when a stale file vanishes between the glob and the unlink (another process "
+        "removing it); DVC's lock keeps one run per target") for i in (21, 22)},
     **{f"lmtune.tasks.classification.xǁClassificationǁevaluate__mutmut_{i}": (
         "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (6, 12)},
     **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": (
@@ -275,15 +335,34 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def survivors(patterns: list[str]) -> list[str]:
+    """The group's mutants that no test has killed in an earlier run (survived, no tests, not run yet)."""
+    from fnmatch import fnmatchcase
+
+    res = results()
+    return [name for statuses in res.values() for name, status in statuses.items()
+            if status not in DETECTED and any(fnmatchcase(name, p) for p in patterns)]
+
+
 def main() -> None:
-    groups = [] if sys.argv[1:] == ["--report"] else sys.argv[1:] or list(GROUPS)
+    args = sys.argv[1:]
+    only_survivors = "--survivors" in args
+    args = [a for a in args if a != "--survivors"]
+    groups = [] if args == ["--report"] else args or list(GROUPS)
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         sys.exit(f"unknown group(s) {unknown}; known: {list(GROUPS)}")
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {}
+    children = int(os.environ.get("MUTATION_CHILDREN", "1"))
     for g in groups:
         print(f"mutation: {g} ...", flush=True)
-        timings[g] = run_group(GROUPS[g], children=int(os.environ.get("MUTATION_CHILDREN", "1")))
+        if only_survivors:
+            names = survivors(GROUPS[g])
+            print(f"mutation: {g}: rerunning {len(names)} survivors", flush=True)
+            if names:
+                run_group(names, children)
+            continue
+        timings[g] = run_group(GROUPS[g], children)
         TIMINGS.write_text(json.dumps(timings))
     res = results()
     RESULTS.write_text(report(res, timings))

@@ -1,6 +1,7 @@
 """Saved datasets: save_tables writes exactly what datasets' save_to_disk + save_dataset would, and
 every save carries a content fingerprint (same rows -> same bytes -> same DVC hash)."""
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -134,6 +135,13 @@ def test_staged_outputs_leave_everything_on_an_error_or_a_missing_output(tmp_pat
     assert _snapshot(tmp_path) == old and sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "model"]
 
 
+def test_save_tables_into_new_parents_or_an_existing_folder(tmp_path):
+    save_tables(small_tables(), tmp_path / "a" / "b" / "chunks")
+    (tmp_path / "c").mkdir()
+    save_tables(small_tables(), tmp_path / "c")  # the folder atomic_dir hands over exists already
+    assert tree(tmp_path / "a" / "b" / "chunks") == tree(tmp_path / "c")
+
+
 def test_atomic_dir_replaces_the_target_on_success_only(tmp_path):
     from lmtune.io import atomic_dir
 
@@ -173,6 +181,15 @@ def test_fingerprints_hash_names_only_with_a_root(tmp_path):
     import xxhash
 
     assert files_fingerprint([big]) == xxhash.xxh3_128(big.read_bytes()).hexdigest()[:16]
+    # With a root: each file's relative name, after its length as 8 little-endian bytes, then its bytes.
+    h = xxhash.xxh3_128()
+    for name in ("ab", "x"):
+        h.update(len(name).to_bytes(8, "little") + name.encode() + (d / name).read_bytes())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a line-buffered binary open warns
+        assert files_fingerprint([d / "ab", d / "x"], d) == h.hexdigest()[:16]
     # A folder: every file under it by name (subfolders too); a file: itself with its name.
     sub = d / "s"
     sub.mkdir()
@@ -254,8 +271,8 @@ def test_json_and_text_writes_are_sorted_indented_and_utf8(tmp_path):
 
     write_json(tmp_path / "a.json", {"b": 1, "a": "é"})
     assert (tmp_path / "a.json").read_bytes() == b'{\n  "a": "\\u00e9",\n  "b": 1\n}\n'
-    atomic_write_json(tmp_path / "sub" / "b.json", {"b": 1, "a": [1]})
-    assert (tmp_path / "sub" / "b.json").read_bytes() == b'{\n  "a": [\n    1\n  ],\n  "b": 1\n}\n'
+    atomic_write_json(tmp_path / "sub" / "deeper" / "b.json", {"b": 1, "a": [1]})
+    assert (tmp_path / "sub" / "deeper" / "b.json").read_bytes() == b'{\n  "a": [\n    1\n  ],\n  "b": 1\n}\n'
     atomic_write_text(tmp_path / "c.txt", "Café")
     assert (tmp_path / "c.txt").read_bytes() == "Café".encode("utf-8")
     old = os.umask(0o027)
@@ -280,3 +297,50 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         io.atomic_write_bytes(tmp_path / "f", b"new")
     assert (tmp_path / "f").read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_atomic_write_goes_through_a_sibling_temp(tmp_path, monkeypatch):
+    from lmtune import io
+
+    renames, real = [], io.os.replace
+    monkeypatch.setattr(io.os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), real(src, dst))[1])
+    io.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    (src, dst), = renames
+    # Beside the target under the name sweep_temps removes after a crash.
+    assert dst == tmp_path / "f.bin" and src.parent == tmp_path and src.name.startswith(".f.bin.tmp-")
+
+
+def test_stale_temps_that_cannot_be_removed_do_not_stop_a_stage(tmp_path, monkeypatch):
+    """shutil.rmtree raises on what it cannot remove (a file held open on some filesystems, permissions)
+    unless told to ignore errors: leftovers of a killed run must never fail the next one."""
+    from lmtune import io
+
+    def rmtree(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError(f"cannot remove {path}")
+
+    (tmp_path / ".out.tmp-1").mkdir()
+    (tmp_path / "dir").mkdir()
+    monkeypatch.setattr(io.shutil, "rmtree", rmtree)
+    io.sweep_temps(tmp_path / "out")
+    io._remove(tmp_path / "dir")
+
+
+def test_an_undo_that_fails_too_still_raises_the_first_error(tmp_path, monkeypatch):
+    """Every rename from the third on fails (the disk went away): the first error is the one raised."""
+    import os
+
+    from lmtune import io
+
+    targets = _outputs(tmp_path)
+    real, count = os.replace, [0]
+
+    def failing(src, dst):
+        count[0] += 1
+        if count[0] >= 3:
+            raise OSError(f"disk gone ({count[0]})")
+        return real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", failing)
+    with pytest.raises(OSError, match=r"^disk gone \(3\)$"), staged_outputs(*targets) as temps:
+        _write_new(temps)

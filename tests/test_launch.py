@@ -193,3 +193,27 @@ def test_a_launched_process_trains_and_dies_with_our_launcher_only(launcher, tmp
     assert deaths == [1] and calls == []
     with pytest.raises(UserError, match="WORLD_SIZE=2"):
         launch.relaunch(3, None, tmp_path)
+
+
+def test_the_launch_line_is_out_before_the_processes_start(launcher, tmp_path, monkeypatch):
+    """The launched processes write to the same terminal: the command line is flushed before they start."""
+    import sys
+
+    import accelerate.commands.launch as acc
+
+    class Out:
+        def __init__(self):
+            self.buffered, self.flushed = "", ""
+
+        def write(self, text):
+            self.buffered += text
+
+        def flush(self):
+            self.flushed = self.buffered
+
+    out, seen = Out(), []
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(acc, "launch_command", lambda ns: seen.append(out.flushed))
+    with pytest.raises(SystemExit):
+        launch.relaunch(2, None, tmp_path)
+    assert seen == ["train: accelerate launch " + " ".join(launch.launch_args(2, None, {})) + "\n"]

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -516,7 +517,80 @@ def test_profile_of_the_chunked_loss_sizes_its_chunk():
     prof = estimate.profile(model, {"input_ids": np.arange(48, dtype=np.int64) % 50}, trainer.collate_blocks,
                             loss_chunk_rows=5)
     assert (prof.block, prof.chunk_logits, prof.logits_per_sample) == (48, 4 * 1000 * 5, 4 * 48 * 1000)
+    assert type(prof.chunk_logits) is int
     assert prof.logits(1) == (4 * 1000 * 5, estimate.CHUNKED_LOGITS_BUFFERS)
+
+
+def test_fake_count_under_cpu_autocast_and_in_bf16():
+    """bf16 autocast saves bf16 copies of the matmul inputs; a bf16 model saves bf16 activations: both counts
+    equal what a real forward saves."""
+    model = tiny_gpt2(dropout=0.0).eval()
+    batch = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}] * 2)
+    plain = estimate.saved_bytes(model, batch)[0]
+    fake = estimate.saved_bytes(model, batch, "cpu", torch.bfloat16)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        real, _ = real_saved_bytes(model, batch)
+    assert fake == real != plain
+    half = tiny_gpt2(dropout=0.0).to(torch.bfloat16)
+    assert estimate.saved_bytes(half, batch)[0] == real_saved_bytes(half, batch)[0] < plain
+    # The profile runs its fake passes under the same autocast: its line goes through them.
+    prof = estimate.profile(model, {"input_ids": torch.arange(32) % 1000}, trainer.collate_blocks, "cpu", torch.bfloat16)
+    one = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}])
+    s1, c1, _ = estimate.saved_bytes(model, one, "cpu", torch.bfloat16)
+    s2, c2, _ = estimate.saved_bytes(model, batch, "cpu", torch.bfloat16)
+    assert (prof.activations(1, False), prof.activations(2, False)) == (s1, s2)
+    assert (prof.activations(1, True), prof.activations(2, True)) == (c1, c2)
+
+
+class _Layer(transformers.modeling_layers.GradientCheckpointingLayer):
+    def __init__(self, width):
+        super().__init__()
+        self.lin = torch.nn.Linear(width, width)
+
+    def forward(self, hidden_states):
+        return torch.relu(self.lin(hidden_states))
+
+
+class _Toy(torch.nn.Module):
+    """Embedding, layers called with `hidden_states=` (as some architectures call theirs), a head."""
+
+    def __init__(self, layers, keyword=True, width=16, vocab=50):
+        super().__init__()
+        self.emb, self.head, self.keyword = torch.nn.Embedding(vocab, width), torch.nn.Linear(width, vocab), keyword
+        self.layers = torch.nn.ModuleList(_Layer(width) for _ in range(layers))
+
+    def forward(self, input_ids):
+        h = self.emb(input_ids)
+        for layer in self.layers:
+            h = layer(hidden_states=h) if self.keyword else layer(h)
+        return types.SimpleNamespace(logits=self.head(h))
+
+
+def test_checkpointed_count_of_layers_called_with_keywords_and_of_no_layers():
+    torch.manual_seed(0)
+    batch = {"input_ids": torch.arange(24).reshape(2, 12) % 50}
+    keyword, positional = _Toy(3), _Toy(3, keyword=False)
+    positional.load_state_dict(keyword.state_dict())
+    # Each layer's input (2 x 12 x 16 fp32) is counted however the layer was called.
+    assert estimate.saved_bytes(keyword, batch) == estimate.saved_bytes(positional, batch)
+    total, checkpointed, logits = estimate.saved_bytes(keyword, batch)
+    assert checkpointed != total and logits == 2 * 12 * 50
+    flat = _Toy(0)
+    total, checkpointed, _ = estimate.saved_bytes(flat, batch)
+    assert checkpointed == total > 0  # nothing to checkpoint: everything stays
+
+
+def test_logits_at_the_mmap_threshold_get_no_heap_slack():
+    from lmtune.allocator import MMAP_THRESHOLD
+
+    at = estimate.Profile(block=7, fixed=0, per_sample=0, fixed_checkpointed=0, per_sample_checkpointed=0,
+                          logits_per_sample=MMAP_THRESHOLD)
+    e = estimate.estimate(at, 1, 0, 0, False, heap_slack=True)
+    assert e.logits == estimate.LOGITS_BUFFERS * MMAP_THRESHOLD and (e.batch, e.block) == (1, 7)
+    below = estimate.Profile(block=7, fixed=0, per_sample=0, fixed_checkpointed=0, per_sample_checkpointed=0,
+                             logits_per_sample=MMAP_THRESHOLD - 1)
+    assert estimate.estimate(below, 1, 0, 0, False, heap_slack=True).logits == (
+        (estimate.LOGITS_BUFFERS + estimate.HEAP_SLACK_LOGITS) * (MMAP_THRESHOLD - 1))
 
 
 # --- The run marker ------------------------------------------------------------------------------------
@@ -756,3 +830,64 @@ def test_killed_run_is_reported_then_resumed(work):
     assert json.loads((work.path / "metrics/train.json").read_text())["steps"] == 8
     assert not marker_file.exists()
     assert "up to date" in work.dvc("status").stdout
+
+
+def test_cpu_limit_is_whole_bytes():
+    assert limits.cpu_limit(100, 1001, [], local_processes=2) == 600  # 100 + 1001 // 2
+
+
+def test_cgroup_lines_in_any_order_and_paths_with_colons(tmp_path):
+    root = tmp_path / "cg"
+    write(root / "memory" / "kubepods" / "pod:cri-containerd:abc" / "memory.limit_in_bytes", str(2**30))
+    # containerd's systemd driver names groups with colons; the controller lines come in any order.
+    assert limits.cgroup_rooms("4:cpu,cpuacct:/x\n12:memory:/kubepods/pod:cri-containerd:abc\n", root) == [2**30]
+    write(root / "memory" / "Xorg" / "memory.limit_in_bytes", str(2**29))
+    assert limits.cgroup_rooms("12:memory:/Xorg/\n", root) == [2**29]
+
+
+@pytest.fixture
+def fake_proc(tmp_path, monkeypatch):
+    """process_limit on CPU reading /proc/meminfo and /proc/self/cgroup from tmp_path, with a fixed resident size
+    and the cgroup rooms it is given (what it reads is passed through)."""
+    files = {"/proc/meminfo": tmp_path / "meminfo", "/proc/self/cgroup": tmp_path / "cgroup"}
+    real_path = limits.Path
+    monkeypatch.setattr(limits, "Path", lambda p: real_path(files.get(str(p), p)))
+    monkeypatch.setattr(limits, "rss", lambda: 100)
+    seen = []
+    state = {"rooms": []}
+    monkeypatch.setattr(limits, "cgroup_rooms", lambda text: (seen.append(text), state["rooms"])[1])
+    return files, seen, state
+
+
+def test_cpu_limit_from_meminfo_and_the_cgroups(fake_proc, monkeypatch):
+    files, seen, state = fake_proc
+    files["/proc/meminfo"].write_text("MemTotal: 9 kB\nMemAvailable: 1000 kB\n")
+    files["/proc/self/cgroup"].write_text("0::/job\n")
+    assert limits.process_limit("cpu", {}) == limits.Limit(100 + 1000 * 1024, "available RAM")
+    assert seen == ["0::/job\n"]
+    state["rooms"] = [500 * 1024, 700 * 1024]
+    assert limits.process_limit("cpu", {}) == limits.Limit(
+        100 + 500 * 1024, "the smaller of available RAM and the cgroup limit")
+    assert limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": "2"}) == limits.Limit(
+        100 + 250 * 1024, "the smaller of available RAM and the cgroup limit, shared by 2 processes")
+    assert limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": ""}).bytes == 100 + 500 * 1024  # set but empty: 1
+
+
+def test_cpu_limit_without_meminfo_asks_psutil(fake_proc, monkeypatch):
+    import psutil
+
+    files, seen, _ = fake_proc
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=7777))
+    files["/proc/meminfo"].write_text("MemTotal: 9 kB\n")  # an old kernel: no MemAvailable
+    files["/proc/self/cgroup"].write_text("0::/\n")
+    assert limits.process_limit("cpu", {}) == limits.Limit(100 + 7777, "available RAM")
+    files["/proc/meminfo"].unlink()  # no /proc at all: psutil, and no cgroups
+    assert limits.process_limit("cpu", {}).bytes == 100 + 7777 and seen[-1] == ""
+
+
+def test_cuda_limit_of_an_empty_local_rank(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: (asked.append(gpu), (5 * MB, 80 * MB))[1])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda gpu: 0)
+    limits.process_limit("cuda", {"LOCAL_RANK": ""})
+    assert asked == [0]
