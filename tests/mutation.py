@@ -94,6 +94,8 @@ INT_EXACT = ("np.asarray without a dtype keeps an int or bool input as it is: it
              "float resampling weights, are exact below 2**53, so every float that follows is the same")
 INTEGERS_LOW = "Generator.integers(k, size=...) draws from [0, k) (high=None), the same stream as integers(0, k, ...)"
 FALSY = "paired only feeds `if paired`: None is as false as False"
+INT64 = ("numpy 2's default integer on 64-bit Linux is int64, the dtype asked for (and cumsum sums smaller ints in it "
+         "too)")
 CODEC = "codec names are case-insensitive: 'UTF-8' is 'utf-8'"
 ASCII_JSON = ("the text is json.dumps output, which escapes every non-ASCII character (ensure_ascii): the same bytes "
               "in any locale's encoding")
@@ -153,10 +155,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "encoding", "metrics/eval.json and metrics/train.json are lmtune.io.write_json's: json.dumps escapes every "
         "non-ASCII character, so they read the same in any locale's encoding"),
     "lmtune.report.card.x_model_card__mutmut_5": ("UTF-8", CODEC),
+    "lmtune.report.card.x_model_card__mutmut_104": (
+        "sort_keys=None", "PyYAML's representer sorts only `if sort_keys`: None is as false as False"),
     "lmtune.train.plan.x_largest_fitting_divisor__mutmut_11": (
         "global_batch + 2", "global_batch + 1 never divides global_batch (>= 1): the extra candidate is never kept"),
     "lmtune.train.plan.x_decide__mutmut_74": (
         "or True", "with auto_batch_size decide refuses only when no divisor fits, so this search finds none either"),
+    **{f"lmtune.train.estimate.x_saved_bytes__mutmut_{i}": (
+        "torch.autocast(device,", "autocast's default dtype (bf16 on the CPU, fp16 on CUDA) and the ones the trainer "
+        "passes (bf16, fp16) are all 2 bytes, cast by the same op lists: the same bytes are saved") for i in (64, 66)},
     "lmtune.stats.x__rows__mutmut_3": ("astype(None)", FLOAT_NONE),
     "lmtune.stats.xǁResamplingǁcounts__mutmut_14": ("astype(None)", FLOAT_NONE),
     **{f"lmtune.stats.x__rows__mutmut_{i}": ("np.asarray(r,", INT_EXACT) for i in (7, 9, 11, 13)},
@@ -181,6 +188,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "lmtune.data.chunking.x_blocks_table__mutmut_6": ("reshape(-2)", RESHAPE),
     "lmtune.data.chunking.x_sample_blocks__mutmut_9": (
         "replace=None", "Generator.choice tests `if replace`: None samples without replacement, as False does"),
+    "lmtune.data.chunking.x_document_lengths__mutmut_2": (
+        "zero_copy_only=None", "pyarrow tests `if zero_copy_only`: None copies as False does"),
+    **{f"lmtune.data.chunking.x_block_documents__mutmut_{i}": ("dtype", INT64) for i in (4, 6, 15, 17)},
+    **{f"lmtune.data.chunking.x_concat_blocks__mutmut_{i}": ("np.arange(n,", INT64) for i in (73, 75)},
     "lmtune.params.x_load__mutmut_7": ('encoding="UTF-8"', "codec names are case-insensitive"),
     "lmtune.tasks.base.x__fixed__mutmut_9": ("reshape(-2)", RESHAPE),
     "lmtune.tasks.base.x_pack_examples__mutmut_24": ("np.zeros(0, None)", "an empty mask: its dtype never shows"),

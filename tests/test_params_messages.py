@@ -80,3 +80,14 @@ def test_hub_id_without_namespace_even_with_a_stray_slash(name):
 @pytest.mark.parametrize("name", ["nyu-mll/glue", "someone/X", "/someone/model/"])
 def test_namespaced_hub_ids_pass(name):
     assert params.hub_id_problem("data.name", name) is None
+
+
+def test_a_check_across_sections_is_reported_at_the_top_level():
+    def longer_window(r):
+        r["model"].update(source="gpt2_config")
+        r["harness"].update(max_length=r["model"]["gpt2"]["n_positions"] + 1)
+
+    n = BASE["model"]["gpt2"]["n_positions"]
+    assert message(longer_window) == (
+        f"params.yaml: 1 problem(s): (top level): harness.max_length: {n + 1} is longer than the model's context "
+        f"(model.gpt2.n_positions {n})")
