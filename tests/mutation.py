@@ -78,6 +78,8 @@ STAMP = ("the stamp is only ever compared with one the same code made: a renamed
 ONLY_IDS = "only `input_ids` is read from the tokenizer's output, with or without an attention mask"
 LAST_PART = "`[-1]` of any rsplit on '.' is the last name component"
 DESC = "display only: the progress bar's label, in no output"
+ASCII_STAMP = ("fingerprint.json (lmtune.io.atomic_write_json) and trainer_state.json (the Trainer's json.dumps) "
+               "escape every non-ASCII character: they read the same in any locale's encoding")
 STATE = "trainer_state.json always holds global_step and max_steps (the Trainer writes both): the defaults never apply"
 GREATER = ("with load_best_model_at_end and a metric ending in 'loss', TrainingArguments sets greater_is_better "
            "False itself")
@@ -224,7 +226,13 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         '"XXXX"', "prompt_for returns None for every prompt or for none, so any probe text decides the same"),
     **{f"lmtune.train.trainer.x_precision_flags__mutmut_{i}": (
         "fp32", "only bf16 and fp16 set a flag: any other name is fp32") for i in (13, 14)},
-    **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (14, 16, 19, 22, 24, 27)},
+    **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (17, 19, 22, 25, 27, 30)},
+    "lmtune.train.checkpoints.x_superseded__mutmut_30": (
+        "None", "comparable() sets world_size to None on both sides: the value passed never counts"),
+    **{f"lmtune.train.checkpoints.x__stamp_record__mutmut_{i}": (s, c) for i, s, c in (
+        (3, "encoding", ASCII_STAMP), (7, "UTF-8", CODEC))},
+    **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": (s, c) for i, s, c in (
+        (9, "encoding", ASCII_STAMP), (15, "UTF-8", CODEC))},
     **{f"lmtune.train.trainer.x_training_arguments__mutmut_{i}": ("greater_is_better", GREATER) for i in (25, 59, 95)},
     "lmtune.train.trainer.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
     "lmtune.train.trainer.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),
