@@ -232,6 +232,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": (s, c) for i, s, c in (
         (9, "encoding", ASCII_STAMP), (15, "UTF-8", CODEC))},
     **{f"lmtune.train.trainer.x_training_arguments__mutmut_{i}": ("greater_is_better", GREATER) for i in (25, 59, 99)},
+    "lmtune.train.trainer.x_training_arguments__mutmut_82": (
+        "cpu_bf16_here(None)", "cpu_bf16_here reads `not cuda`: without CUDA None is as false as False, and with CUDA "
+        "train_precision ignores cpu_bf16"),
     "lmtune.train.trainer.x_training_arguments__mutmut_54": ('save_strategy="steps"', "TrainingArguments' default is 'steps'"),
     "lmtune.train.trainer.x_training_arguments__mutmut_64": ('report_to="none"', "transformers 5's default report_to is 'none'"),
     "lmtune.train.trainer.x_write_curves__mutmut_6": ("report", "dvclive's default report is None"),
@@ -269,9 +272,6 @@ NOT_KILLED: dict[str, tuple[str, str]] = {
     **{f"lmtune.eval.metrics.x__run_eval__mutmut_{i}": ("device", ON_CPU) for i in (1, 11, 12, 13, 14)},
     **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("device", ON_CPU) for i in (13, 40, 43, 47, 50, 85, 88)},
     **{f"lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_{i}": ("device", ON_CPU) for i in (46, 49)},
-    "lmtune.train.trainer.x_training_arguments__mutmut_82": (
-        "cpu_bf16_here(None)", "the fast tests run without CUDA, where cuda is False and None reads the same; on a GPU "
-        "cpu_bf16_here is not asked (bench/gpu_check.py trains there)"),
     **{f"lmtune.train.trainer.x_write_curves__mutmut_{i}": (
         "save_dvc_exp", "dvclive saves an experiment only inside a DVC repo outside `dvc exp run`; the unit test writes "
         "in a bare temp dir") for i in (2, 5, 8)},
