@@ -43,6 +43,15 @@ PARTS = {
 }
 
 
+# Left out of a group's count, each with why (mutant-name prefixes).
+EXCLUDED = {
+    "lmtune.tasks.base.x_fingerprint_extra__mutmut_": "dead code (nothing calls it; checkpoints.identity replaced it)",
+    "lmtune.tasks.chat.": ("not measured yet: its fast tests (tests/test_task_chat.py) load the SmolLM2 tokenizer, "
+                           "~15 s of fixture setup in each mutant's run (383 mutants: ~1.5 h here), and adding them to "
+                           "setup.cfg's test set resets every stored result"),
+}
+
+
 def _patterns(module: str) -> list[str]:
     names = PARTS.get(module)
     if names is None:
@@ -74,8 +83,6 @@ DETECTED = {"killed", "timeout", "segfault"}
 # unexplained instead of carrying a stale reason, and why no test can tell it from the original).
 RESHAPE = "numpy (2.4) reads any negative size as 'infer': reshape(-2) is reshape(-1)"
 ONLY_IDS = "only `input_ids` is read from the tokenizer's output, with or without an attention mask"
-LAST_PART = "`[-1]` of any rsplit on '.' is the last name component"
-DESC = "display only: the progress bar's label, in no output"
 ASCII_STAMP = ("fingerprint.json (lmtune.io.atomic_write_json) and trainer_state.json (the Trainer's json.dumps) "
                "escape every non-ASCII character: they read the same in any locale's encoding")
 STATE = "trainer_state.json always holds global_step and max_steps (the Trainer writes both): the defaults never apply"
@@ -193,35 +200,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{f"lmtune.data.chunking.x_block_documents__mutmut_{i}": ("dtype", INT64) for i in (4, 6, 15, 17)},
     **{f"lmtune.data.chunking.x_concat_blocks__mutmut_{i}": ("np.arange(n,", INT64) for i in (73, 75)},
     "lmtune.params.x_load__mutmut_7": ('encoding="UTF-8"', "codec names are case-insensitive"),
-    "lmtune.tasks.base.x__fixed__mutmut_9": ("reshape(-2)", RESHAPE),
-    "lmtune.tasks.base.x_pack_examples__mutmut_24": ("np.zeros(0, None)", "an empty mask: its dtype never shows"),
-    "lmtune.tasks.base.x_pack_examples__mutmut_26": ("np.zeros(0, )", "an empty mask: its dtype never shows"),
-    "lmtune.tasks.base.x_pack_examples__mutmut_27": (
-        "np.zeros(1, bool)", "n comes from the ids' length (0), so scored[: n * block_size] drops the extra element"),
-    "lmtune.tasks.base.x_pack_examples__mutmut_49": (
-        "ids.astype(None)", "token ids are exact in float64, and np.where's result is cast to int32 anyway"),
-    "lmtune.tasks.base.xǁTaskǁlora_config__mutmut_1": (
-        '"XXXX"', "the default model type only feeds `== 'gpt2'`, False for both"),
-    **{f"lmtune.tasks.base.xǁTaskǁsamples__mutmut_{i}": ("def samples", "the abstract method's defaults: every task "
-                                                        "overrides samples") for i in (1, 2, 3)},
-    **{f"lmtune.tasks.base.xǁTaskǁwith_lora__mutmut_{i}": ("rsplit", LAST_PART) for i in (7, 10, 17, 20)},
-    **{f"lmtune.tasks.base.xǁTaskǁwith_lora__mutmut_{i}": (
-        "self.lora_config(lp", "peft sets fan_in_fan_out itself for GPT-2's Conv1D layers (with a warning), so the "
-        "adapter is the same") for i in (32, 34)},
-    **{f"lmtune.tasks.classification.xǁClassificationǁchunk__mutmut_{i}": (
-        'cols["label"]', "numpy 2's default integer is int64, the dtype asked for") for i in (16, 18)},
-    **{f"lmtune.tasks.classification.xǁClassificationǁevaluate__mutmut_{i}": ("desc", DESC) for i in (7, 13)},
-    **{f"lmtune.tasks.classification.xǁClassificationǁsamples__mutmut_{i}": (
-        "def samples", "a classifier's samples ignore strategy and raw (one prediction per text)") for i in (1, 2, 3)},
+    **{f"lmtune.tasks.classification.xǁClassificationǁexamples__mutmut_{i}": (
+        'cols["label"]', "the labels are Python ints (Arrow's to_pylist): numpy 2 makes them int64, the dtype asked for")
+       for i in (17, 19)},
     **{f"lmtune.tasks.classification.xǁClassificationǁtokenize_batch__mutmut_{i}": ("return_attention_mask", ONLY_IDS)
        for i in (5, 8, 12)},
-    "lmtune.tasks.instruction.xǁInstructionǁflatten_record__mutmut_3": (
+    "lmtune.tasks.instruction.xǁInstructionǁflatten_record__mutmut_4": (
         "or True", "record.get(None) is None: a record never has a None key, as when there is no context field"),
     **{f"lmtune.tasks.instruction.xǁInstructionǁtokenize_batch__mutmut_{i}": ("return_attention_mask", ONLY_IDS)
        for i in (5, 8, 12, 18, 21, 25)},
-    **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": ("desc", DESC) for i in (11, 17)},
-    "lmtune.tasks.lm.xǁLanguageModelTaskǁsamples__mutmut_12": (
-        '"XXXX"', "prompt_for returns None for every prompt or for none, so any probe text decides the same"),
     **{f"lmtune.train.trainer.x_precision_flags__mutmut_{i}": (
         "fp32", "only bf16 and fp16 set a flag: any other name is fp32") for i in (13, 14)},
     **{f"lmtune.train.checkpoints.x_resumable_checkpoint__mutmut_{i}": ("state.get", STATE) for i in (17, 19, 22, 25, 27, 30)},
@@ -265,10 +252,6 @@ NOT_KILLED: dict[str, tuple[str, str]] = {
     **{f"lmtune.io.x_sweep_temps__mutmut_{i}": (
         "missing_ok", "tells only when a stale file vanishes between the glob and the unlink (another process "
         "removing it); DVC's lock keeps one run per target") for i in (21, 22)},
-    **{f"lmtune.tasks.classification.xǁClassificationǁevaluate__mutmut_{i}": (
-        "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (6, 12)},
-    **{f"lmtune.tasks.lm.xǁLanguageModelTaskǁevaluate__mutmut_{i}": (
-        "autocast", "no fast test evaluates under autocast (bf16 evaluation: bench/gpu_check.py on a GPU)") for i in (10, 16)},
     **{f"lmtune.eval.metrics.x__run_eval__mutmut_{i}": ("device", ON_CPU) for i in (1, 11, 12, 13, 14)},
     **{f"lmtune.eval.metrics.x_causal_lm_batch_stats__mutmut_{i}": ("device", ON_CPU) for i in (13, 40, 43, 47, 50, 85, 88)},
     **{f"lmtune.eval.metrics.x_evaluate_causal_lm__mutmut_{i}": ("device", ON_CPU) for i in (46, 49)},
@@ -296,6 +279,8 @@ def run_group(patterns: list[str], children: int) -> float:
 
 
 def in_scope(name: str) -> bool:
+    if any(name.startswith(prefix) for prefix in EXCLUDED):
+        return False
     module = name.rsplit(".", 1)[0]
     return module not in PARTS or any(name.startswith(p.removesuffix("*")) for p in _patterns(module))
 
@@ -334,7 +319,9 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
              "every survivor is listed below: equivalent (no test can tell it from the original, and why), or not",
              "killed (what a test would need). After tests are added, `--survivors GROUP` reruns only what survived.",
              *[f"`{m.replace('.', '/')}.py` counts only {', '.join(f.replace('xǁ', '').replace('ǁ', '.') for f in fs)}."
-               for m, fs in PARTS.items()], "",
+               for m, fs in PARTS.items()],
+             *[f"Left out: `{prefix.removesuffix('__mutmut_').rstrip('.').replace('.x_', '.')}`: {why}."
+               for prefix, why in EXCLUDED.items()], "",
              "| module | mutants | killed | survived | no test ran it | score |", "|---|---|---|---|---|---|"]
     survivors = []
     for module, statuses in res.items():
