@@ -466,3 +466,34 @@ def test_token_byte_lengths_of_gpt2_bpe_count_pieces_and_zero_for_eos():
     for text in ("!", " the", " café", "日本"):
         ids = tok(text)["input_ids"]
         assert int(out[ids].sum()) == len(text.encode("utf-8")), text
+
+
+def test_per_block_nll_of_the_plain_path_across_cpu_chunks(monkeypatch):
+    """Each row's summed next-token NLL lands in per_block[row], also when a CPU chunk of rows spans two blocks."""
+    from lmtune.eval import metrics
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.randint(0, 7, (2, 5))
+    labels[0, 2] = labels[1, 4] = -100
+    expected = torch.zeros(2, dtype=torch.float64)
+    for b in range(2):
+        for t in range(4):
+            if labels[b, t + 1] != -100:
+                expected[b] += F.cross_entropy(logits[b, t], labels[b, t + 1]).double()
+    for chunk_bytes in (4 * 7 * 3, metrics._CPU_CHUNK_BYTES):  # 3 rows a pass (blocks of 5 rows), then all at once
+        monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", chunk_bytes)
+        per_block = torch.zeros(2, dtype=torch.float64)
+        nll, _, n = causal_lm_batch_stats(logits, labels, per_block)
+        assert per_block.tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+        assert nll == pytest.approx(float(expected.sum()), rel=1e-6) and n == 6
+
+
+def test_evaluate_language_model_passes_autocast_and_label(monkeypatch):
+    from lmtune.eval import metrics
+
+    calls = []
+    monkeypatch.setattr(metrics, "evaluate_causal_lm", lambda *a, **k: calls.append((a, k)) or {"loss": 1.0})
+    amp = object()
+    assert metrics.evaluate_language_model("m", "d", 3, autocast=amp, desc="evaluate base") == {"loss": 1.0}
+    assert calls == [(("m", "d", 3), {"byte_lengths": None, "autocast": amp, "desc": "evaluate base"})]
