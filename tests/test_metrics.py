@@ -296,7 +296,8 @@ def _reference_blocks(model, data, byte_lengths):
     return rows
 
 
-def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
+@pytest.mark.parametrize("chunked", [True, False])  # the LM head a chunk at a time, or the model's whole logits
+def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch, chunked):
     """Unequal lengths, masked labels (instruction-style) and a scored token id 0, in batches of 2 whose
     logits are cut into CPU chunks of 5 rows (not a multiple of the sequence length): every item's row, the
     totals and the accuracy equal the item-by-item reference."""
@@ -314,7 +315,7 @@ def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
     byte_lengths = torch.randint(1, 5, (100,))
     byte_lengths[0] = 9  # unlike every other id, so a wrong index shows
     monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", 5 * 4 * 100)  # 5 rows of 100 float32 logits
-    out = metrics.evaluate_causal_lm(model, data, 2, pad_token_id=99, byte_lengths=byte_lengths)
+    out = metrics.evaluate_causal_lm(model, data, 2, pad_token_id=99, byte_lengths=byte_lengths, chunked=chunked)
 
     ref = _reference_blocks(model, data, byte_lengths)
     blocks = out["blocks"]
