@@ -498,3 +498,11 @@ def test_evaluate_language_model_passes_autocast_and_label(monkeypatch):
     amp = object()
     assert metrics.evaluate_language_model("m", "d", 3, autocast=amp, desc="evaluate base") == {"loss": 1.0}
     assert calls == [(("m", "d", 3), {"byte_lengths": None, "autocast": amp, "desc": "evaluate base"})]
+
+
+def test_the_default_loader_pads_with_the_given_id_in_order():
+    from lmtune.eval import metrics
+
+    data = [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}, {"input_ids": [5, 6]}]
+    batches = list(metrics._loader(data, 2, None, 7))
+    assert [b["input_ids"].tolist() for b in batches] == [[[1, 2, 3], [4, 7, 7]], [[5, 6]]]
