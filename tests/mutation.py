@@ -372,10 +372,17 @@ def report(res: dict[str, dict[str, str]], timings: dict[str, float]) -> str:
     if timings:
         lines += ["", "Run time of each group (one mutmut worker, 2 cores shared with other work): "
                   + ", ".join(f"{g} {t:.0f} s" for g, t in timings.items()) + "."]
-    missing = [g for g in GROUPS if g not in timings]
+    from fnmatch import fnmatchcase
+
+    ran = {name for statuses in res.values() for name, st in statuses.items() if st != "not checked"}
+    measured = {g for g in GROUPS if any(fnmatchcase(n, p) for n in ran for p in GROUPS[g])}
+    untimed = [g for g in GROUPS if g not in timings and g in measured]
+    missing = [g for g in GROUPS if g not in measured]
+    if untimed:
+        lines += ["", "No run time for " + ", ".join(f"`{g}`" for g in untimed)
+                  + ": its results come from a stopped run and reruns of the rest, not one full run."]
     if missing:
-        lines += ["", "No full run yet (no run time): " + ", ".join(f"`{g}` (`python tests/mutation.py {g}`)"
-                                                                   for g in missing) + "."]
+        lines += ["", "Not measured yet: " + ", ".join(f"`{g}` (`python tests/mutation.py {g}`)" for g in missing) + "."]
     lines += ["", "## Surviving mutants", ""]
     if not survivors:
         lines.append("None.")
