@@ -49,7 +49,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
-# Mutation testing of the core pure modules against the fast unit tests (not part of `make test`: ~10 min).
+# Mutation testing of the core pure modules against the fast unit tests (not part of `make test`: ~50 min).
 # Scores and surviving mutants: tests/MUTATION.md; settings: setup.cfg [mutmut].
 mutation: install
 	$(BIN)/python tests/mutation.py

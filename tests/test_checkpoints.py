@@ -195,3 +195,80 @@ def test_a_killed_runs_scratch_goes_after_dvc_restores_train_from_the_run_cache(
     assert not ckpts.exists() and not marker.exists()
     assert "up to date" in work.dvc("status").stdout
     assert work.run(sys.executable, "-m", "lmtune.cli.scratch").stdout == ""  # nothing left: says nothing
+
+
+# --- The identity by name, and what a discard says -------------------------------------------------------
+
+def test_identity_names_each_input(tmp_path):
+    base, chunks = folders(tmp_path)
+    p = params(CLASSIFIER)
+    ident = checkpoints.identity(p, p.train, 2, base, chunks)
+    assert ident == {"train": p.train.model_dump(), "seed": p.seed, "task": "classification",
+                     "task_params": {**p.classification, "label_names": ["neg", "pos"]}, "lora": p.lora.model_dump(),
+                     "world_size": 2,
+                     "accelerate_config": None, "base": checkpoints.folder_fingerprint(base),
+                     "chunks": checkpoints.folder_fingerprint(chunks)}
+    # The stamp is read back from JSON: its key order must not change the hash.
+    assert checkpoints.fingerprint(dict(reversed(list(ident.items())))) == checkpoints.fingerprint(ident)
+
+
+def test_superseded_leaves_out_what_the_preflight_and_the_launcher_decide(tmp_path):
+    base, chunks = folders(tmp_path)
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+
+    def stamp(p, planned, world_size):
+        (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps(
+            {"identity": checkpoints.identity(p, planned, world_size, base, chunks)}))
+
+    auto = params({"train": {"auto_batch_size": True, "batch_size": 4, "gradient_accumulation_steps": 1}})
+    stamp(auto, auto.train.model_copy(update={"batch_size": 2, "gradient_accumulation_steps": 2}), 3)
+    assert checkpoints.superseded(auto, ckpts, base, chunks)  # the preflight's pick and the world size aside
+    fixed = params({"train": {"batch_size": 4, "gradient_accumulation_steps": 1}})
+    stamp(fixed, fixed.train.model_copy(update={"batch_size": 2}), 1)
+    assert not checkpoints.superseded(fixed, ckpts, base, chunks)  # a configured batch is an input
+    stamp(fixed, fixed.train.model_copy(update={"gradient_accumulation_steps": 2}), 1)
+    assert not checkpoints.superseded(fixed, ckpts, base, chunks)
+    (ckpts / checkpoints.FINGERPRINT).write_text("[1, 2]")  # not a record: as if there were none
+    assert checkpoints.superseded(fixed, ckpts, base, chunks) and checkpoints._stamp(ckpts) is None
+
+
+def test_changed_inputs_by_name(tmp_path):
+    (tmp_path / checkpoints.FINGERPRINT).write_text(json.dumps({"identity": {"seed": 1, "task": "a", "old": 1}}))
+    assert checkpoints.changed_inputs(tmp_path, {"seed": 2, "task": "a", "new": 0}) == ["new", "old", "seed"]
+    assert checkpoints.changed_inputs(tmp_path, {"seed": 1, "task": "a", "old": 1}) == []
+    assert checkpoints.changed_inputs(tmp_path, None) == []
+    assert checkpoints.changed_inputs(tmp_path / "none", {"seed": 1}) == []
+    (tmp_path / checkpoints.FINGERPRINT).write_text(json.dumps({"identity": "not a dict"}))
+    assert checkpoints.changed_inputs(tmp_path, {"seed": 1}) == []
+
+
+class _Stdout:
+    """sys.stdout that remembers what had been flushed."""
+
+    def __init__(self):
+        self.buffered, self.flushed = "", ""
+
+    def write(self, text):
+        self.buffered += text
+
+    def flush(self):
+        self.flushed = self.buffered
+
+
+def test_resume_and_discard_say_so_at_once(tmp_path, monkeypatch):
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "checkpoint-2").mkdir(parents=True)
+    (ckpts / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 8}))
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "f1", "identity": {"seed": 1, "lr": 1}}))
+    out = _Stdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert checkpoints.resumable_checkpoint(ckpts, "f1") == str(ckpts / "checkpoint-2")
+    assert out.flushed == f"resuming from {ckpts / 'checkpoint-2'}\n"
+    assert checkpoints.resumable_checkpoint(ckpts, "f2", {"seed": 2, "lr": 3}) is None and not ckpts.exists()
+    assert out.flushed == out.buffered and out.buffered.endswith(
+        f"discarding checkpoints in {ckpts}: made with different params or data (lr, seed)\n")
+    (ckpts / "checkpoint-2").mkdir(parents=True)
+    (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "f1", "identity": {"seed": 1}}))
+    checkpoints.resumable_checkpoint(ckpts, "f2", {"seed": 1})  # nothing by name differs: no list
+    assert out.buffered.endswith(f"discarding checkpoints in {ckpts}: made with different params or data\n")

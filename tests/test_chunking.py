@@ -122,3 +122,29 @@ def test_sampled_blocks_keep_their_document_and_position():
     blocks = chunking.sample_blocks(chunking.concat_blocks(docs_table(docs, [8]).column("input_ids"), 4), 5, seed=3)
     for ids, doc, pos in zip(*(blocks.column(c).to_pylist() for c in ("input_ids", "doc", "pos"))):
         assert ids[0] == pos * 4 and doc == ids[0] // 10  # token values are their stream positions here
+
+
+def test_split_examples_caps_each_split_with_its_own_seed():
+    import types
+
+    made = []
+
+    def examples(ds, pad_id, where):
+        made.append((ds, pad_id, where))
+        return pa.table({"i": np.arange(40) + (1000 if ds == "V" else 0)})
+
+    p = types.SimpleNamespace(seed=7, chunk=types.SimpleNamespace(max_train_blocks=5, max_validation_blocks=3))
+    task = types.SimpleNamespace(p=p, examples=examples)
+    out = chunking.split_examples(task, {"train": "T", "validation": "V"}, 9)
+    assert made == [("T", 9, "data/tokens train"), ("V", 9, "data/tokens validation")]
+    full = {s: examples(ds, 9, "") for s, ds in (("train", "T"), ("validation", "V"))}
+    assert out["train"].equals(chunking.sample_blocks(full["train"], 5, 7))
+    # The validation sample does not move with the training seed: runs that differ only in seed score the same blocks.
+    assert out["validation"].equals(chunking.sample_blocks(full["validation"], 3, chunking.VALIDATION_SAMPLE_SEED))
+    assert chunking.VALIDATION_SAMPLE_SEED != 7 and len(out["validation"]) == 3
+    assert not chunking.sample_blocks(full["train"], 5, 7).equals(chunking.sample_blocks(full["train"], 5, 0))
+
+
+def test_document_lengths_are_int64():
+    lengths = chunking.document_lengths(pa.chunked_array([pa.array([[1, 2, 3], []], type=pa.list_(pa.uint16()))]))
+    assert lengths.dtype == np.int64 and lengths.tolist() == [3, 0]

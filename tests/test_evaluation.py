@@ -64,3 +64,56 @@ def test_base_rows_from_other_blocks_are_refused(chunked):
     moved = {**blocks, "doc": list(np.roll(blocks["doc"], 1))}  # same counts, other documents
     with pytest.raises(UserError, match="evaluate_base"):
         evaluation.same_blocks(chunked, moved, blocks)
+
+
+# ---- The per-block files: written, read back, checked ------------------------------------------------
+
+LM_COLUMNS = types.SimpleNamespace(block_columns=(("doc", "n_tokens"), ("nll", "n_right")))
+
+
+def test_blocks_csv_has_the_shared_columns_once_then_each_models():
+    base = {"doc": [0, 1], "n_tokens": [3, 4], "nll": [0.1 + 0.2, 1.5], "n_right": [1, 2]}
+    tuned = {"doc": [9, 9], "n_tokens": [9, 9], "nll": [1e-05, float("nan")], "n_right": [3, 0]}
+    text = evaluation.blocks_csv(LM_COLUMNS, {"base": base, "tuned": tuned})
+    # The shared columns come from the first model; floats as repr writes them, so the rows sum back exactly.
+    assert text == ("block,doc,n_tokens,base_nll,base_n_right,tuned_nll,tuned_n_right\n"
+                    "0,0,3,0.30000000000000004,1,1e-05,3\n"
+                    "1,1,4,1.5,2,nan,0\n")
+
+
+def test_blocks_csv_read_back_gives_the_shared_and_one_models_columns(tmp_path):
+    base = {"doc": [0, 1], "n_tokens": [3, 4], "nll": [0.1 + 0.2, 2.0], "n_right": [1, 2]}
+    tuned = {**base, "nll": [1e-05, float("nan")], "n_right": [3, 0]}
+    path = tmp_path / "blocks.csv"
+    path.write_text(evaluation.blocks_csv(LM_COLUMNS, {"base": base, "tuned": tuned}), encoding="utf-8")
+    back = evaluation.read_blocks(path, LM_COLUMNS, "base")
+    assert back == base and [type(v) for v in back["n_right"] + back["nll"]] == [int, int, float, float]
+    tuned_back = evaluation.read_blocks(path, LM_COLUMNS, "tuned")
+    assert tuned_back["nll"][0] == 1e-05 and np.isnan(tuned_back["nll"][1]) and tuned_back["n_right"] == [3, 0]
+    assert list(tuned_back) == ["doc", "n_tokens", "nll", "n_right"]
+
+
+def test_same_blocks_compares_the_shared_columns_and_the_count():
+    task = types.SimpleNamespace(block_columns=(("doc",), ("nll",)))
+    evaluation.same_blocks(task, {"doc": [0, 1], "nll": [1.0, 2.0]}, {"doc": [0, 1], "nll": [5.0, 6.0]})
+    with pytest.raises(UserError, match=r"^metrics/blocks_base\.csv was measured on other validation blocks; "
+                                        r"run `dvc repro evaluate_base`$"):
+        evaluation.same_blocks(task, {"doc": [0, 2], "nll": [1.0, 2.0]}, {"doc": [0, 1], "nll": [5.0, 6.0]})
+    no_shared = types.SimpleNamespace(block_columns=((), ("nll",)))
+    evaluation.same_blocks(no_shared, {"nll": [1.0]}, {"nll": [2.0]})
+    with pytest.raises(UserError, match="evaluate_base"):
+        evaluation.same_blocks(no_shared, {"nll": [1.0]}, {"nll": [2.0, 3.0]})
+
+
+def test_confusion_csv_has_one_row_per_example():
+    m = {"support": {"neg": 3, "pos": 3}, "confusion_matrix": [[2, 1], [0, 3]]}
+    assert evaluation.confusion_csv(m) == "actual,predicted\nneg,neg\nneg,neg\nneg,pos\npos,pos\npos,pos\npos,pos\n"
+    assert evaluation.confusion_csv({"loss": 1.0}) == "actual,predicted\n"  # a language model: header only
+
+
+def test_unit_ids_keep_the_tasks_order_and_only_the_id_columns():
+    task = types.SimpleNamespace(block_columns=(("pos", "n_tokens", "doc"), ("nll",)))
+    assert evaluation.unit_ids(task, ["doc", "pos", "input_ids"]) == ("pos", "doc")
+    with pytest.raises(UserError, match=r"no pos column"):
+        evaluation.unit_ids(task, ["doc"])
+    assert evaluation.unit_ids(types.SimpleNamespace(block_columns=(("n_tokens",), ("nll",))), []) == ()

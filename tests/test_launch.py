@@ -108,3 +108,112 @@ def test_train_precision_decides_under_the_launcher(tmp_path, monkeypatch, preci
     # Without the flag, the file's bf16 would win over train.precision: fp32.
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert trainer.training_arguments(tp, 0, tmp_path / "out").mixed_precision == "bf16"
+
+
+def test_launch_args_in_full():
+    assert launch.launch_args(2, None, {}) == [
+        "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--multi_gpu", "--num_machines", "1", "--main_process_port", "0", "-m", "stages.train"]
+    env = {launch.MACHINE_RANK: "1", launch.MAIN_PROCESS_IP: "10.0.0.7"}
+    assert launch.launch_args(4, "c.yaml", env) == [
+        "--num_processes", "4", "--mixed_precision", "no", "--dynamo_backend", "no", "--config_file", "c.yaml",
+        "--machine_rank", "1", "--main_process_ip", "10.0.0.7", "-m", "stages.train"]
+    # Set but empty (a scheduler variable that expanded to nothing): not passed.
+    assert "--machine_rank" not in launch.launch_args(2, None, {launch.MACHINE_RANK: "", launch.MAIN_PROCESS_IP: ""})
+    assert launch.launch_args(2, None, {launch.MAIN_PROCESS_IP: "h"})[-4:-2] == ["--main_process_ip", "h"]
+
+
+@pytest.fixture
+def launcher(monkeypatch):
+    """relaunch without starting processes: accelerate's launch_command records what it was asked, and
+    `fail` (an exception) makes it fail as accelerate would."""
+    import accelerate.commands.launch as acc
+
+    for name in (launch.MARKER, "LOCAL_RANK", "WORLD_SIZE", launch.MACHINE_RANK, launch.MAIN_PROCESS_IP):
+        monkeypatch.delenv(name, raising=False)
+    calls, state = [], {"fail": None}
+
+    def launch_command(ns):
+        calls.append((ns, os.environ.get(launch.MARKER)))
+        if state["fail"] is not None:
+            raise state["fail"]
+
+    monkeypatch.setattr(acc, "launch_command", launch_command)
+    deaths = []
+    monkeypatch.setattr(launch, "die_with_launcher", lambda: deaths.append(1))
+    return calls, state, deaths
+
+
+def test_relaunch_runs_accelerates_launcher_then_exits(launcher, tmp_path, capsys):
+    calls, _, _ = launcher
+    assert launch.relaunch(1, None, tmp_path) is None and calls == []  # one process: trains here
+    with pytest.raises(SystemExit) as e:
+        launch.relaunch(2, None, tmp_path)
+    assert e.value.code == 0
+    (ns, marker), = calls
+    assert (ns.num_processes, ns.multi_gpu, ns.module, ns.training_script) == (2, True, True, "stages.train")
+    assert marker == "1" and launch.MARKER not in os.environ  # the launched processes see it, this one no more
+    assert capsys.readouterr().out == "train: accelerate launch " + " ".join(launch.launch_args(2, None, {})) + "\n"
+    (tmp_path / "c.yaml").write_text(MULTI_NODE)
+    with pytest.raises(SystemExit):
+        launch.relaunch(3, "c.yaml", tmp_path)
+    assert calls[-1][0].config_file == str(tmp_path / "c.yaml") and calls[-1][0].num_processes == 3
+
+
+def test_relaunch_turns_a_failed_launch_into_one_line(launcher, tmp_path):
+    import subprocess
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    _, state, _ = launcher
+    state["fail"] = ChildFailedError("stages.train", {r: ProcessFailure(r, 100 + r, code, "/nonexistent")
+                                                      for r, code in ((0, 3), (1, 1), (2, 3))})
+    with pytest.raises(UserError, match=r"^train failed under accelerate launch \(2 processes, exit code 1/3\); "
+                                        r"the processes' own errors are above$"):
+        launch.relaunch(2, None, tmp_path)
+    assert launch.MARKER not in os.environ
+    state["fail"] = subprocess.CalledProcessError(7, ["deepspeed"])
+    with pytest.raises(UserError, match=r"^train failed under accelerate launch \(2 processes, exit code 7\); "
+                                        r"the processes' own errors are above$"):
+        launch.relaunch(2, None, tmp_path)
+    state["fail"] = ValueError("bad\n   flags  here")
+    with pytest.raises(UserError, match=r"^train\.num_processes: accelerate launch refused it: bad flags here$"):
+        launch.relaunch(2, None, tmp_path)
+    assert launch.MARKER not in os.environ
+
+
+def test_a_launched_process_trains_and_dies_with_our_launcher_only(launcher, tmp_path, monkeypatch):
+    calls, _, deaths = launcher
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launch.relaunch(2, "missing.yaml", tmp_path) is None  # launched: no launch, no config check
+    assert deaths == [] and calls == []  # started by hand (torchrun): the parent-death signal is not ours to set
+    monkeypatch.setenv(launch.MARKER, "1")
+    assert launch.relaunch(2, None, tmp_path) is None
+    assert deaths == [1] and calls == []
+    with pytest.raises(UserError, match="WORLD_SIZE=2"):
+        launch.relaunch(3, None, tmp_path)
+
+
+def test_the_launch_line_is_out_before_the_processes_start(launcher, tmp_path, monkeypatch):
+    """The launched processes write to the same terminal: the command line is flushed before they start."""
+    import sys
+
+    import accelerate.commands.launch as acc
+
+    class Out:
+        def __init__(self):
+            self.buffered, self.flushed = "", ""
+
+        def write(self, text):
+            self.buffered += text
+
+        def flush(self):
+            self.flushed = self.buffered
+
+    out, seen = Out(), []
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(acc, "launch_command", lambda ns: seen.append(out.flushed))
+    with pytest.raises(SystemExit):
+        launch.relaunch(2, None, tmp_path)
+    assert seen == ["train: accelerate launch " + " ".join(launch.launch_args(2, None, {})) + "\n"]

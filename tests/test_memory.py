@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -105,6 +106,101 @@ def test_measured_cpu_limit_is_at_most_ram_plus_what_we_hold():
     total = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
     assert 0 < limit.bytes <= total + limits.rss()
     assert limits.rss() <= limits.peak_rss()
+
+
+def test_sizes_in_messages():
+    assert (limits.gb(limits.GB), limits.gb(limits.GB - 1), limits.gb(3 * limits.GB // 2)) == ("1.0 GB", "1024 MB", "1.5 GB")
+    assert limits.gb(5 * MB + MB // 2 - 1) == "5 MB"
+
+
+def test_proc_status_fields_in_bytes(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWMX:\t1 kB\nVmHWM:\t  2048 kB\nVmRSS:\t1024 kB\n")
+    assert limits._proc_status_kb("VmHWM", status) == 2048 * 1024  # not the VmHWMX line before it
+    assert limits._proc_status_kb("VmRSS", status) == 1024 * 1024
+    assert limits._proc_status_kb("VmSwap", status) is None
+    assert limits._proc_status_kb("VmRSS", tmp_path / "missing") is None
+    status.write_text("VmRSS:\n")
+    assert limits._proc_status_kb("VmRSS", status) is None
+    status.write_text("VmRSS: lots kB\n")
+    assert limits._proc_status_kb("VmRSS", status) is None
+
+
+def test_peak_rss_falls_back_to_getrusage(monkeypatch):
+    import resource
+
+    assert limits.rss() > 0 and limits.peak_rss() >= limits.rss()
+    monkeypatch.setattr(limits, "_proc_status_kb", lambda field: None)  # no /proc (macOS)
+    assert limits.peak_rss() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert limits.rss() == 0
+
+
+def test_cgroup_files_that_are_missing_or_odd(tmp_path):
+    assert limits._read_int(tmp_path / "none") is None
+    write(tmp_path / "max", "max\n")
+    assert limits._read_int(tmp_path / "max") is None
+    write(tmp_path / "n", " 42\n")
+    assert limits._read_int(tmp_path / "n") == 42
+    write(tmp_path / "stat", "inactive_filex 9\ninactive_file 7\nbad\n")
+    assert limits._stat(tmp_path / "stat", "inactive_file") == 7
+    assert limits._stat(tmp_path / "stat", "active_file") == 0
+    assert limits._stat(tmp_path / "none", "inactive_file") == 0
+    write(tmp_path / "stat", "inactive_file seven\n")
+    assert limits._stat(tmp_path / "stat", "inactive_file") == 0
+
+
+def test_cgroup_room_is_never_negative_and_v1_needs_the_memory_controller(tmp_path):
+    root = tmp_path / "cg"
+    write(root / "cgroup.controllers", "memory\n")
+    write(root / "memory.max", str(2**30))
+    write(root / "memory.current", str(2**31))  # over its limit (the kernel is reclaiming): no room, not less
+    assert limits.cgroup_rooms("0::/\n", root) == [0]
+    write(root / "memory.stat", f"inactive_file {2**32}\n")  # more cache than usage: the usage counts as 0
+    assert limits.cgroup_rooms("0::/\n", root) == [2**30]
+    (root / "memory.current").unlink()  # no usage file: nothing held
+    assert limits.cgroup_rooms("0::/\n", root) == [2**30]
+    v1 = tmp_path / "v1"
+    write(v1 / "memory" / "memory.limit_in_bytes", str(2**30))
+    write(v1 / "cpu" / "memory.limit_in_bytes", "1")
+    assert limits.cgroup_rooms("5:cpu,cpuacct:/\n", v1) == []  # not a memory line
+    assert limits.cgroup_rooms("5:cpuset,memory:/\n", v1) == [2**30]
+    # A hybrid machine: the v2 hierarchy is mounted at unified/ when the root has no cgroup.controllers.
+    write(v1 / "unified" / "memory.max", str(3 * 2**30))
+    assert limits.cgroup_rooms("0::/\n", v1) == [3 * 2**30]
+    # Exactly the v1 "no limit" value is no limit too; one byte less is a limit.
+    write(v1 / "memory" / "memory.limit_in_bytes", str(limits.UNLIMITED))
+    assert limits.cgroup_rooms("5:memory:/\n", v1) == []
+    write(v1 / "memory" / "memory.limit_in_bytes", str(limits.UNLIMITED - 1))
+    assert limits.cgroup_rooms("5:memory:/\n", v1) == [limits.UNLIMITED - 1]
+
+
+def test_limit_override_messages_and_blank_values():
+    assert limits.limit_override({limits.LIMIT_ENV: "  "}) is None
+    assert limits.limit_override({limits.LIMIT_ENV: "0.5"}) == MB // 2
+    with pytest.raises(UserError, match=rf"^{limits.LIMIT_ENV}: expected a number of MB, got 'lots'$"):
+        limits.limit_override({limits.LIMIT_ENV: "lots"})
+    with pytest.raises(UserError, match=rf"^{limits.LIMIT_ENV}: must be > 0 MB, got '0'$"):
+        limits.limit_override({limits.LIMIT_ENV: "0"})
+    assert limits.cpu_limit(100, 1000, [], local_processes=0) == 1100  # never divided by 0
+
+
+def test_measured_limits_say_where_they_come_from(monkeypatch):
+    rooms = limits.cgroup_rooms(open("/proc/self/cgroup").read())
+    available = limits.mem_available(open("/proc/meminfo").read())
+    one = limits.process_limit("cpu", {})
+    two = limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": "2"})
+    kind = "the smaller of available RAM and the cgroup limit" if rooms else "available RAM"
+    assert (one.source, two.source) == (kind, kind + ", shared by 2 processes")
+    free = min([available, *rooms])  # what the kernel counts moves a little between the reads: 64 MB of slack
+    assert abs(one.bytes - (limits.rss() + free)) < 64 * MB
+    assert abs(two.bytes - (limits.rss() + free // 2)) < 64 * MB
+    # CUDA: the free memory of this process's GPU (LOCAL_RANK) plus what torch's cache already holds there.
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: (asked.append(gpu), (5 * MB, 80 * MB))[1])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda gpu: 2 * MB if gpu == 1 else 0)
+    assert limits.process_limit("cuda", {"LOCAL_RANK": "1"}) == limits.Limit(7 * MB, "free GPU memory")
+    assert limits.process_limit("cuda", {}).bytes == 5 * MB and asked == [1, 0]
+    assert limits.process_limit("cuda", {limits.LIMIT_ENV: "3"}).bytes == 3 * MB and asked == [1, 0]
 
 
 # --- The estimate's arithmetic ------------------------------------------------------------------------
@@ -207,6 +303,117 @@ def test_refusal_is_one_line_with_estimate_limit_and_keys():
         plan.decide(auto, PROFILE, 1000 * MB, 200 * MB, limits.Limit(1000 * MB, "test"))
 
 
+GB = limits.GB
+# GB-sized terms, so that every figure of a refusal reads differently: at micro-batch m the step needs
+# 2 process + 1 gradients + 2 AdamW + m activations + 2 x m/4 logits = 5 + 1.5 m GB, checkpointed 5 + 0.75 m GB.
+BIG = estimate.Profile(block=4096, fixed=0, per_sample=GB, fixed_checkpointed=0, per_sample_checkpointed=GB // 4,
+                       logits_per_sample=GB // 4)
+
+
+def refuse(tp, limit, **kw) -> str:
+    with pytest.raises(UserError) as err:
+        plan.decide(tp, BIG, 2 * GB, GB, limit, **kw)
+    return str(err.value)
+
+
+def test_refusal_proposes_the_fixes_that_fit_in_full():
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=False)
+    keys = ("to fit, change one of train.batch_size, train.gradient_accumulation_steps, chunk.block_size, "
+            "train.gradient_checkpointing, lora.enabled: ")
+    # 7 GB: micro-batch 1 fits (6.5 GB), and with checkpointing micro-batch 2 (6.5 GB), not 4 (8 GB).
+    assert refuse(tp, limits.Limit(7 * GB, "available RAM")) == (
+        "not enough memory to train: a micro-batch of 4 x 4,096 tokens needs about 11.0 GB (2.0 GB process + "
+        "1.0 GB gradients + 2.0 GB AdamW + 4.0 GB activations + 2.0 GB logits) but this process may use 7.0 GB "
+        f"(available RAM; {limits.LIMIT_ENV} overrides); " + keys +
+        "train.batch_size: 1 with train.gradient_accumulation_steps: 4 (same global batch, ~6.5 GB); "
+        "or train.gradient_checkpointing: true with train.batch_size: 2 and train.gradient_accumulation_steps: 2 "
+        "(~6.5 GB); or a smaller chunk.block_size (now 4,096); "
+        "or lora.enabled: true (saves up to 3.0 GB of gradients and AdamW state)")
+    # 8.5 GB: checkpointing alone makes micro-batch 4 fit (8 GB); LoRA is on already; the limit was set by hand.
+    assert refuse(tp, limits.Limit(8 * GB + GB // 2, f"set by {limits.LIMIT_ENV}"), lora=True).endswith(
+        f"may use 8.5 GB (set by {limits.LIMIT_ENV}); " + keys +
+        "train.batch_size: 2 with train.gradient_accumulation_steps: 2 (same global batch, ~8.0 GB); "
+        "or train.gradient_checkpointing: true (~8.0 GB at micro-batch 4); or a smaller chunk.block_size (now 4,096)")
+    # Checkpointing fits at micro-batch 2 (7.0 GB when each checkpointed example costs 1 GB), not at 4 (9 GB).
+    costly = dataclasses_replace(BIG, per_sample_checkpointed=GB // 2)
+    with pytest.raises(UserError) as err:
+        plan.decide(tp, costly, 2 * GB, GB, limits.Limit(7 * GB + GB // 5, "x"))
+    assert ("or train.gradient_checkpointing: true with train.batch_size: 2 and train.gradient_accumulation_steps: 2 "
+            "(~7.0 GB)") in str(err.value)
+    # Checkpointing on already: not proposed again.
+    ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
+    assert refuse(ckpt, limits.Limit(7 * GB, "available RAM")).endswith(
+        keys + "train.batch_size: 2 with train.gradient_accumulation_steps: 2 (same global batch, ~6.5 GB); "
+        "or a smaller chunk.block_size (now 4,096); or lora.enabled: true (saves up to 3.0 GB of gradients and AdamW state)")
+
+
+def test_auto_refusal_tries_micro_batch_1():
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=True)
+    msg = refuse(tp, limits.Limit(6 * GB, "available RAM"))  # 1: 6.5 GB; checkpointed 1: 5.75 GB fits
+    assert msg.startswith("not enough memory to train: even a micro-batch of 1 x 4,096 tokens needs about 6.5 GB "
+                          "(2.0 GB process + 1.0 GB gradients + 2.0 GB AdamW + 1.0 GB activations + 512 MB logits)")
+    assert msg.endswith("lora.enabled: train.gradient_checkpointing: true (~5.8 GB at micro-batch 1); "
+                        "or a smaller chunk.block_size (now 4,096); or lora.enabled: true (saves up to 3.0 GB of "
+                        "gradients and AdamW state)")
+    assert refuse(tp, limits.Limit(5 * GB, "x"), lora=True).endswith("lora.enabled: a smaller chunk.block_size (now 4,096)")
+
+
+def test_decide_records_rounded_figures_and_applies_the_share():
+    import dataclasses
+
+    tp = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=False, auto_batch_size=False)
+    base = 2 * GB + 300_000  # odd bytes: the MB figures end in .286 and .381, recorded as .3 and .4
+    chosen = plan.decide(tp, BIG, base, GB, limits.Limit(12 * GB + 400_000, "x"))
+    total = estimate.estimate(BIG, 4, base, GB, False).total
+    assert (chosen.estimate_mb, chosen.limit_mb) == (round(total / MB, 1), round((12 * GB + 400_000) / MB, 1))
+    assert (chosen.estimate_mb % 1, chosen.limit_mb % 1) == pytest.approx((0.3, 0.4))
+    assert type(chosen.gradient_accumulation_steps) is int  # recorded in train_timing.json and the fingerprint
+    assert plan.decide(tp, BIG, base, GB, limits.Limit(None, "unknown")).limit_mb is None
+    # Checkpointing and the tuned heap's slack are in the estimate.
+    ckpt = train_params(batch_size=4, gradient_accumulation_steps=1, gradient_checkpointing=True, auto_batch_size=False)
+    assert plan.decide(ckpt, BIG, base, GB, limits.Limit(None, "x")).estimate_mb == round(
+        estimate.estimate(BIG, 4, base, GB, True).total / MB, 1)
+    small = dataclasses.replace(BIG, logits_per_sample=MB)
+    assert plan.decide(tp, small, base, GB, limits.Limit(None, "x"), heap_slack=True).estimate_mb == round(
+        estimate.estimate(small, 4, base, GB, False, heap_slack=True).total / MB, 1)
+    # One process's share (FSDP): what fits and what is recorded are the share's.
+    half = lambda e: dataclasses.replace(e, base=e.base // 2, activations=e.activations // 2)  # noqa: E731
+    shared = plan.decide(tp, BIG, 2 * GB, GB, limits.Limit(9 * GB, "x"), share=half)  # 11 GB whole, 8 GB each
+    assert (shared.batch_size, shared.estimate_mb) == (4, 8 * 1024)
+    auto = train_params(batch_size=4, gradient_accumulation_steps=2, gradient_checkpointing=False, auto_batch_size=True)
+    assert plan.decide(auto, BIG, 2 * GB, GB, limits.Limit(9 * GB, "x"), share=half).batch_size == 4  # not 2
+
+
+def test_plan_choice_and_record():
+    p = plan.Plan(batch_size=2, gradient_accumulation_steps=3, auto=True, estimate_mb=900.5, limit_mb=None)
+    assert p.choice() == {"micro_batch_size": 2, "gradient_accumulation_steps": 3, "auto_batch_size": True}
+    assert p.record() == {**p.choice(), "memory_estimate_mb": 900.5, "memory_limit_mb": None}
+
+
+def test_launched_processes_agree_on_the_smallest_auto_micro_batch(monkeypatch):
+    import accelerate
+    import accelerate.utils
+
+    picked = plan.Plan(batch_size=4, gradient_accumulation_steps=2, auto=True, estimate_mb=900.0, limit_mb=1000.0)
+    fixed = dataclasses_replace(picked, auto=False)
+    gathered = []
+    monkeypatch.setattr(accelerate, "PartialState", lambda: None)
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: (gathered.append(xs), xs + [2, 8])[1])
+    assert plan.agree(picked, {}) is picked and plan.agree(picked, {"WORLD_SIZE": "1"}) is picked
+    assert plan.agree(fixed, {"WORLD_SIZE": "2"}) is fixed and gathered == []  # configured: the same everywhere
+    agreed = plan.agree(picked, {"WORLD_SIZE": "2"})
+    assert agreed == plan.Plan(2, 4, True, 900.0, 1000.0) and gathered == [[4]]
+    assert type(agreed.gradient_accumulation_steps) is int
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda xs: xs + [8])
+    assert plan.agree(picked, {"WORLD_SIZE": "2"}) is picked
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
 # --- The fake-tensor count -----------------------------------------------------------------------------
 
 def tiny_gpt2(n_positions=128, dropout=0.1):
@@ -271,6 +478,128 @@ def test_lora_counts_only_the_adapters_as_trainable():
     fake, _, _ = estimate.saved_bytes(lora, trainer.collate_blocks([example]))
     real, _ = real_saved_bytes(lora, trainer.collate_blocks([example]))
     assert fake == real
+
+
+def test_estimate_parts_and_clamped_activations():
+    e = estimate.Estimate(batch=2, block=8, base=3 * GB, gradients=GB, optimizer=2 * GB, activations=512 * MB,
+                          logits=5 * MB)
+    assert e.total == 6 * GB + 517 * MB
+    assert e.parts() == "3.0 GB process + 1.0 GB gradients + 2.0 GB AdamW + 512 MB activations + 5 MB logits"
+    # Two fake passes can put a line's intercept below 0 (tensors shared between examples): never negative bytes.
+    odd = estimate.Profile(block=8, fixed=-10 * MB, per_sample=4 * MB, fixed_checkpointed=-3 * MB,
+                           per_sample_checkpointed=MB, logits_per_sample=MB)
+    assert (odd.activations(2, False), odd.activations(3, False), odd.activations(3, True), odd.activations(4, True)) == (
+        0, 2 * MB, 0, MB)
+    assert odd.logits(3) == (3 * MB, estimate.LOGITS_BUFFERS)
+
+
+def test_checkpointing_keeps_each_layers_input_and_one_layer():
+    """Between 2 and 4 identical layers, what autograd saves grows by 2 layers' activations; with checkpointing
+    by 2 layers' inputs (batch x block x width fp32): the count keeps inputs and one recomputed layer."""
+    batch = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}] * 2)
+
+    def count(layers):
+        config = transformers.GPT2Config(vocab_size=1000, n_positions=32, n_embd=32, n_layer=layers, n_head=2,
+                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return estimate.saved_bytes(transformers.GPT2LMHeadModel(config), batch)
+
+    (s2, c2, _), (s4, c4, _) = count(2), count(4)
+    layer, layer_input = (s4 - s2) // 2, 2 * 32 * 32 * 4
+    assert c4 - c2 == 2 * layer_input
+    assert c2 == s2 - 2 * layer + 2 * layer_input + layer
+    assert estimate._checkpointable_layers(torch.nn.Linear(2, 2)) == []
+
+
+def test_weight_and_trainable_bytes():
+    model = tiny_gpt2()
+    params = sum(p.numel() for p in model.parameters())
+    model.register_buffer("extra", torch.zeros(10, dtype=torch.float64))
+    assert estimate.weight_bytes(model) == 4 * params + 8 * 10 + sum(
+        b.numel() * b.element_size() for n, b in model.named_buffers() if n != "extra")
+    model.transformer.wte.weight.requires_grad_(False)
+    assert estimate.trainable_bytes(model) == 4 * (params - model.transformer.wte.weight.numel())
+    assert estimate.trainable_bytes(model.half()) == 2 * (params - model.transformer.wte.weight.numel())
+
+
+def test_profile_of_the_chunked_loss_sizes_its_chunk():
+    model = tiny_gpt2(n_positions=64, dropout=0.0)
+    prof = estimate.profile(model, {"input_ids": np.arange(48, dtype=np.int64) % 50}, trainer.collate_blocks,
+                            loss_chunk_rows=5)
+    assert (prof.block, prof.chunk_logits, prof.logits_per_sample) == (48, 4 * 1000 * 5, 4 * 48 * 1000)
+    assert type(prof.chunk_logits) is int
+    assert prof.logits(1) == (4 * 1000 * 5, estimate.CHUNKED_LOGITS_BUFFERS)
+
+
+def test_fake_count_under_cpu_autocast_and_in_bf16():
+    """bf16 autocast saves bf16 copies of the matmul inputs; a bf16 model saves bf16 activations: both counts
+    equal what a real forward saves."""
+    model = tiny_gpt2(dropout=0.0).eval()
+    batch = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}] * 2)
+    plain = estimate.saved_bytes(model, batch)[0]
+    fake = estimate.saved_bytes(model, batch, "cpu", torch.bfloat16)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        real, _ = real_saved_bytes(model, batch)
+    assert fake == real != plain
+    half = tiny_gpt2(dropout=0.0).to(torch.bfloat16)
+    assert estimate.saved_bytes(half, batch)[0] == real_saved_bytes(half, batch)[0] < plain
+    # The profile runs its fake passes under the same autocast: its line goes through them.
+    prof = estimate.profile(model, {"input_ids": torch.arange(32) % 1000}, trainer.collate_blocks, "cpu", torch.bfloat16)
+    one = trainer.collate_blocks([{"input_ids": torch.arange(32) % 1000}])
+    s1, c1, _ = estimate.saved_bytes(model, one, "cpu", torch.bfloat16)
+    s2, c2, _ = estimate.saved_bytes(model, batch, "cpu", torch.bfloat16)
+    assert (prof.activations(1, False), prof.activations(2, False)) == (s1, s2)
+    assert (prof.activations(1, True), prof.activations(2, True)) == (c1, c2)
+
+
+class _Layer(transformers.modeling_layers.GradientCheckpointingLayer):
+    def __init__(self, width):
+        super().__init__()
+        self.lin = torch.nn.Linear(width, width)
+
+    def forward(self, hidden_states):
+        return torch.relu(self.lin(hidden_states))
+
+
+class _Toy(torch.nn.Module):
+    """Embedding, layers called with `hidden_states=` (as some architectures call theirs), a head."""
+
+    def __init__(self, layers, keyword=True, width=16, vocab=50):
+        super().__init__()
+        self.emb, self.head, self.keyword = torch.nn.Embedding(vocab, width), torch.nn.Linear(width, vocab), keyword
+        self.layers = torch.nn.ModuleList(_Layer(width) for _ in range(layers))
+
+    def forward(self, input_ids):
+        h = self.emb(input_ids)
+        for layer in self.layers:
+            h = layer(hidden_states=h) if self.keyword else layer(h)
+        return types.SimpleNamespace(logits=self.head(h))
+
+
+def test_checkpointed_count_of_layers_called_with_keywords_and_of_no_layers():
+    torch.manual_seed(0)
+    batch = {"input_ids": torch.arange(24).reshape(2, 12) % 50}
+    keyword, positional = _Toy(3), _Toy(3, keyword=False)
+    positional.load_state_dict(keyword.state_dict())
+    # Each layer's input (2 x 12 x 16 fp32) is counted however the layer was called.
+    assert estimate.saved_bytes(keyword, batch) == estimate.saved_bytes(positional, batch)
+    total, checkpointed, logits = estimate.saved_bytes(keyword, batch)
+    assert checkpointed != total and logits == 2 * 12 * 50
+    flat = _Toy(0)
+    total, checkpointed, _ = estimate.saved_bytes(flat, batch)
+    assert checkpointed == total > 0  # nothing to checkpoint: everything stays
+
+
+def test_logits_at_the_mmap_threshold_get_no_heap_slack():
+    from lmtune.allocator import MMAP_THRESHOLD
+
+    at = estimate.Profile(block=7, fixed=0, per_sample=0, fixed_checkpointed=0, per_sample_checkpointed=0,
+                          logits_per_sample=MMAP_THRESHOLD)
+    e = estimate.estimate(at, 1, 0, 0, False, heap_slack=True)
+    assert e.logits == estimate.LOGITS_BUFFERS * MMAP_THRESHOLD and (e.batch, e.block) == (1, 7)
+    below = estimate.Profile(block=7, fixed=0, per_sample=0, fixed_checkpointed=0, per_sample_checkpointed=0,
+                             logits_per_sample=MMAP_THRESHOLD - 1)
+    assert estimate.estimate(below, 1, 0, 0, False, heap_slack=True).logits == (
+        (estimate.LOGITS_BUFFERS + estimate.HEAP_SLACK_LOGITS) * (MMAP_THRESHOLD - 1))
 
 
 # --- The run marker ------------------------------------------------------------------------------------
@@ -510,3 +839,64 @@ def test_killed_run_is_reported_then_resumed(work):
     assert json.loads((work.path / "metrics/train.json").read_text())["steps"] == 8
     assert not marker_file.exists()
     assert "up to date" in work.dvc("status").stdout
+
+
+def test_cpu_limit_is_whole_bytes():
+    assert limits.cpu_limit(100, 1001, [], local_processes=2) == 600  # 100 + 1001 // 2
+
+
+def test_cgroup_lines_in_any_order_and_paths_with_colons(tmp_path):
+    root = tmp_path / "cg"
+    write(root / "memory" / "kubepods" / "pod:cri-containerd:abc" / "memory.limit_in_bytes", str(2**30))
+    # containerd's systemd driver names groups with colons; the controller lines come in any order.
+    assert limits.cgroup_rooms("4:cpu,cpuacct:/x\n12:memory:/kubepods/pod:cri-containerd:abc\n", root) == [2**30]
+    write(root / "memory" / "Xorg" / "memory.limit_in_bytes", str(2**29))
+    assert limits.cgroup_rooms("12:memory:/Xorg/\n", root) == [2**29]
+
+
+@pytest.fixture
+def fake_proc(tmp_path, monkeypatch):
+    """process_limit on CPU reading /proc/meminfo and /proc/self/cgroup from tmp_path, with a fixed resident size
+    and the cgroup rooms it is given (what it reads is passed through)."""
+    files = {"/proc/meminfo": tmp_path / "meminfo", "/proc/self/cgroup": tmp_path / "cgroup"}
+    real_path = limits.Path
+    monkeypatch.setattr(limits, "Path", lambda p: real_path(files.get(str(p), p)))
+    monkeypatch.setattr(limits, "rss", lambda: 100)
+    seen = []
+    state = {"rooms": []}
+    monkeypatch.setattr(limits, "cgroup_rooms", lambda text: (seen.append(text), state["rooms"])[1])
+    return files, seen, state
+
+
+def test_cpu_limit_from_meminfo_and_the_cgroups(fake_proc, monkeypatch):
+    files, seen, state = fake_proc
+    files["/proc/meminfo"].write_text("MemTotal: 9 kB\nMemAvailable: 1000 kB\n")
+    files["/proc/self/cgroup"].write_text("0::/job\n")
+    assert limits.process_limit("cpu", {}) == limits.Limit(100 + 1000 * 1024, "available RAM")
+    assert seen == ["0::/job\n"]
+    state["rooms"] = [500 * 1024, 700 * 1024]
+    assert limits.process_limit("cpu", {}) == limits.Limit(
+        100 + 500 * 1024, "the smaller of available RAM and the cgroup limit")
+    assert limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": "2"}) == limits.Limit(
+        100 + 250 * 1024, "the smaller of available RAM and the cgroup limit, shared by 2 processes")
+    assert limits.process_limit("cpu", {"LOCAL_WORLD_SIZE": ""}).bytes == 100 + 500 * 1024  # set but empty: 1
+
+
+def test_cpu_limit_without_meminfo_asks_psutil(fake_proc, monkeypatch):
+    import psutil
+
+    files, seen, _ = fake_proc
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=7777))
+    files["/proc/meminfo"].write_text("MemTotal: 9 kB\n")  # an old kernel: no MemAvailable
+    files["/proc/self/cgroup"].write_text("0::/\n")
+    assert limits.process_limit("cpu", {}) == limits.Limit(100 + 7777, "available RAM")
+    files["/proc/meminfo"].unlink()  # no /proc at all: psutil, and no cgroups
+    assert limits.process_limit("cpu", {}).bytes == 100 + 7777 and seen[-1] == ""
+
+
+def test_cuda_limit_of_an_empty_local_rank(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: (asked.append(gpu), (5 * MB, 80 * MB))[1])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda gpu: 0)
+    limits.process_limit("cuda", {"LOCAL_RANK": ""})
+    assert asked == [0]

@@ -296,7 +296,8 @@ def _reference_blocks(model, data, byte_lengths):
     return rows
 
 
-def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
+@pytest.mark.parametrize("chunked", [True, False])  # the LM head a chunk at a time, or the model's whole logits
+def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch, chunked):
     """Unequal lengths, masked labels (instruction-style) and a scored token id 0, in batches of 2 whose
     logits are cut into CPU chunks of 5 rows (not a multiple of the sequence length): every item's row, the
     totals and the accuracy equal the item-by-item reference."""
@@ -314,7 +315,7 @@ def test_blocks_are_exact_per_item_across_batches_and_row_chunks(monkeypatch):
     byte_lengths = torch.randint(1, 5, (100,))
     byte_lengths[0] = 9  # unlike every other id, so a wrong index shows
     monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", 5 * 4 * 100)  # 5 rows of 100 float32 logits
-    out = metrics.evaluate_causal_lm(model, data, 2, pad_token_id=99, byte_lengths=byte_lengths)
+    out = metrics.evaluate_causal_lm(model, data, 2, pad_token_id=99, byte_lengths=byte_lengths, chunked=chunked)
 
     ref = _reference_blocks(model, data, byte_lengths)
     blocks = out["blocks"]
@@ -466,3 +467,42 @@ def test_token_byte_lengths_of_gpt2_bpe_count_pieces_and_zero_for_eos():
     for text in ("!", " the", " café", "日本"):
         ids = tok(text)["input_ids"]
         assert int(out[ids].sum()) == len(text.encode("utf-8")), text
+
+
+def test_per_block_nll_of_the_plain_path_across_cpu_chunks(monkeypatch):
+    """Each row's summed next-token NLL lands in per_block[row], also when a CPU chunk of rows spans two blocks."""
+    from lmtune.eval import metrics
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.randint(0, 7, (2, 5))
+    labels[0, 2] = labels[1, 4] = -100
+    expected = torch.zeros(2, dtype=torch.float64)
+    for b in range(2):
+        for t in range(4):
+            if labels[b, t + 1] != -100:
+                expected[b] += F.cross_entropy(logits[b, t], labels[b, t + 1]).double()
+    for chunk_bytes in (4 * 7 * 3, metrics._CPU_CHUNK_BYTES):  # 3 rows a pass (blocks of 5 rows), then all at once
+        monkeypatch.setattr(metrics, "_CPU_CHUNK_BYTES", chunk_bytes)
+        per_block = torch.zeros(2, dtype=torch.float64)
+        nll, _, n = causal_lm_batch_stats(logits, labels, per_block)
+        assert per_block.tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+        assert nll == pytest.approx(float(expected.sum()), rel=1e-6) and n == 6
+
+
+def test_evaluate_language_model_passes_autocast_and_label(monkeypatch):
+    from lmtune.eval import metrics
+
+    calls = []
+    monkeypatch.setattr(metrics, "evaluate_causal_lm", lambda *a, **k: calls.append((a, k)) or {"loss": 1.0})
+    amp = object()
+    assert metrics.evaluate_language_model("m", "d", 3, autocast=amp, desc="evaluate base") == {"loss": 1.0}
+    assert calls == [(("m", "d", 3), {"byte_lengths": None, "autocast": amp, "desc": "evaluate base"})]
+
+
+def test_the_default_loader_pads_with_the_given_id_in_order():
+    from lmtune.eval import metrics
+
+    data = [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}, {"input_ids": [5, 6]}]
+    batches = list(metrics._loader(data, 2, None, 7))
+    assert [b["input_ids"].tolist() for b in batches] == [[[1, 2, 3], [4, 7, 7]], [[5, 6]]]

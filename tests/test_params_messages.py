@@ -117,3 +117,14 @@ def test_classification_refuses_pack_beside_its_other_problems():
     assert load_task(task="classification", chunk={"mode": "pack"}) == [
         "classification.label_names must list at least 2 class names",
         "chunk.mode must be 'pad' when task is 'classification' (one example per row)"]
+
+
+def test_a_check_across_sections_is_reported_at_the_top_level():
+    def longer_window(r):
+        r["model"].update(source="gpt2_config")
+        r["harness"].update(max_length=r["model"]["gpt2"]["n_positions"] + 1)
+
+    n = BASE["model"]["gpt2"]["n_positions"]
+    assert message(longer_window) == (
+        f"params.yaml: 1 problem(s): (top level): harness.max_length: {n + 1} is longer than the model's context "
+        f"(model.gpt2.n_positions {n})")

@@ -316,3 +316,46 @@ def test_rows_name_their_example_through_padding_packing_and_dropping():
     packed = pack_labelled(ids, labels, 6, 0, dtype=np.uint16)  # rows [0, 1, 2] and [3]: the first example each
     assert packed["doc"].tolist() == [0, 3]
     assert pad_labelled(ids, labels, 4, 0)["doc"].tolist() == [0, 1, 2, 3]
+
+
+def test_each_task_ranks_by_its_one_ranking_metric():
+    from lmtune import tasks
+
+    assert (tasks.ranking(LM).key, tasks.ranking(INS).key, tasks.ranking(CLF).key) == ("perplexity", "perplexity", "accuracy")
+
+
+def test_document_text_and_source_fields():
+    assert LM.document_text({"text": "a b"}) == "a b"
+    assert INS.document_text({"prompt": "Q: x\nA:", "response": " y"}) == "Q: x\nA: y"  # as the model reads it
+    fp = CLF.settings
+    assert CLF.source_fields() == [f for f in (fp.text_field, fp.text_pair_field, fp.label_field) if f]
+
+
+def test_evaluate_passes_autocast_and_the_progress_label(monkeypatch):
+    """Each task's evaluate hands the model, the blocks, its batch size, the autocast and the progress bar's label
+    to the scoring function (recorded here; tests/test_metrics.py scores for real)."""
+    calls = []
+
+    def language_model(model, blocks, batch_size, *, tokenizer, autocast, desc):
+        calls.append((model, blocks, batch_size, tokenizer, autocast, desc))
+        return {"perplexity": 1.0}
+
+    def classifier(model, blocks, batch_size, n_labels, *, autocast, desc):
+        calls.append((model, blocks, batch_size, n_labels, autocast, desc))
+        return {"accuracy": 0.5, "macro_f1": 0.5, "support": [1, 1], "predicted_counts": [2, 0],
+                "confusion_matrix": [[1, 0], [1, 0]], "blocks": {}}
+
+    monkeypatch.setattr(metrics, "evaluate_language_model", language_model)
+    monkeypatch.setattr(metrics, "evaluate_classifier", classifier)
+    amp = object()
+    for task in (LM, INS):
+        assert task.evaluate("m", "b", tokenizer="t", autocast=amp, desc="evaluate base") == {"perplexity": 1.0}
+        assert calls.pop() == ("m", "b", task.p.evaluate.batch_size, "t", amp, "evaluate base")
+
+    class Blocks:
+        def rename_column(self, old, new):
+            return ("renamed", old, new)
+
+    out = CLF.evaluate("m", Blocks(), tokenizer="t", autocast=amp, desc="evaluate tuned")
+    assert calls.pop() == ("m", ("renamed", "labels", "label"), CLF.p.evaluate.batch_size, 2, amp, "evaluate tuned")
+    assert out["n_examples"] == 2 and out["support"] == {"neg": 1, "pos": 1}

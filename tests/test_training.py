@@ -212,3 +212,19 @@ def test_gpu_and_mps_machines_get_their_optimizer_and_device(monkeypatch, tmp_pa
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
         kw = trainer.training_arguments(tp, 0, tmp_path)
         assert (kw["use_cpu"], kw["optim"], kw["dataloader_pin_memory"]) == (use_cpu, optim, cuda), (cuda, mps)
+
+
+def test_training_arguments_ask_compile_and_liger_for_this_device(tmp_path, monkeypatch):
+    """torch.compile's auto rule gets the device and the planned steps; Liger's kernel is asked for when it is
+    available (CUDA with liger_kernel installed, neither here: both stand-ins record what they were asked)."""
+    from lmtune.train import hardware
+
+    asked = []
+    monkeypatch.setattr(hardware, "use_torch_compile", lambda setting, cuda, steps: (asked.append((setting, cuda, steps)), False)[1])
+    monkeypatch.setattr(trainer, "liger_available", lambda cuda: (asked.append(("liger", cuda)), True)[1])
+    tp = params.load().train.model_copy(update={"torch_compile": "auto", "precision": "fp32"})
+    args = trainer.training_arguments(tp, 0, tmp_path, planned_steps=12)
+    cuda = torch.cuda.is_available()
+    assert asked == [("auto", cuda, 12), ("liger", cuda)] and args.use_liger_kernel is True
+    monkeypatch.setattr(trainer, "liger_available", lambda cuda: False)
+    assert trainer.training_arguments(tp, 0, tmp_path, planned_steps=12).use_liger_kernel is False
