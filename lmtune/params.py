@@ -280,7 +280,7 @@ def problems(error: ValidationError, prefix: str = "") -> list[str]:
     return [_format({**err, "loc": (prefix, *err["loc"]) if prefix else err["loc"]}) for err in error.errors()]
 
 
-def refuse(problem_lines: list[str], source: str = "params.yaml"):
+def refuse(problem_lines: list[str], source: str):
     """One UserError listing every problem of a params file."""
     raise UserError(f"{source}: {len(problem_lines)} problem(s): " + "; ".join(problem_lines))
 

@@ -216,7 +216,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "zero_copy_only=None", "pyarrow tests `if zero_copy_only`: None copies as False does"),
     **{f"lmtune.data.chunking.x_block_documents__mutmut_{i}": ("dtype", INT64) for i in (4, 6, 15, 17)},
     **{f"lmtune.data.chunking.x_concat_blocks__mutmut_{i}": ("np.arange(n,", INT64) for i in (73, 75)},
-    "lmtune.params.x_load__mutmut_7": ('encoding="UTF-8"', "codec names are case-insensitive"),
+    "lmtune.params.x_read__mutmut_7": ("UTF-8", CODEC),
     **{f"lmtune.tasks.classification.xǁClassificationǁexamples__mutmut_{i}": (
         'cols["label"]', "the labels are Python ints (Arrow's to_pylist): numpy 2 makes them int64, the dtype asked for")
        for i in (17, 19)},

@@ -128,3 +128,41 @@ def test_a_check_across_sections_is_reported_at_the_top_level():
     assert message(longer_window) == (
         f"params.yaml: 1 problem(s): (top level): harness.max_length: {n + 1} is longer than the model's context "
         f"(model.gpt2.n_positions {n})")
+
+
+def test_load_params_names_the_file_and_reports_every_section_at_once(tmp_path):
+    """tasks.load_params: the file's own name heads the message; the shared sections' problems and the running
+    task's own section's come in one message; a valid file gives the params and the task bound to them."""
+    raw = copy.deepcopy(BASE)
+    raw["train"]["batch_size"] = 0
+    raw["causal_lm"]["joiner"] = 3
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError) as e:
+        tasks.load_params(path)
+    assert str(e.value) == ("mine.yaml: 2 problem(s): train.batch_size: Input should be greater than 0 (got 0); "
+                            "causal_lm.joiner: Input should be a valid string (got 3)")
+    path.write_text(yaml.safe_dump(BASE))
+    p, task = tasks.load_params(path)
+    assert p.task == task.name == "causal_lm" and task.settings.text_fields == BASE["causal_lm"]["text_fields"]
+
+
+def test_validate_names_the_source_of_every_kind_of_problem():
+    raw = copy.deepcopy(BASE)
+    raw.update(task="classification", chunk={**raw["chunk"], "mode": "pad"})  # its label_names: [] (a task problem)
+    with pytest.raises(UserError, match=r"^x\.yaml: 1 problem\(s\): classification\.label_names must list"):
+        tasks.validate(raw, "x.yaml")
+    raw["train"] = {**raw["train"], "batch_size": 0}  # and a shared section's
+    with pytest.raises(UserError, match=r"^x\.yaml: 2 problem\(s\): train\.batch_size.*; classification\.label_names"):
+        tasks.validate(raw, "x.yaml")
+    # an unknown task with a section of its name: the schema's two problems, not a lookup of a task module
+    raw = {**copy.deepcopy(BASE), "task": "summarization", "summarization": {"x": 1}}
+    with pytest.raises(UserError) as e:
+        tasks.validate(raw, "x.yaml")
+    assert str(e.value).startswith("x.yaml: 2 problem(s): task: Input should be ") and "summarization: unknown key" in str(e.value)
+
+
+def test_instruction_refuses_concat_in_full():
+    assert load_task(task="instruction", chunk={"mode": "concat"}) == [
+        "chunk.mode must be 'pack' or 'pad' when task is 'instruction' ('pack' puts whole examples several per "
+        "row, each attending only to itself: 'concat' would cut the concatenation across examples)"]
