@@ -86,3 +86,16 @@ def run_until(repo: Repo, cmd: list[str], patterns: tuple[str, ...], timeout: fl
         proc.wait()
         proc.stdout.close()
     return "".join(lines)
+
+
+class FlushedStdout:
+    """A sys.stdout stand-in that remembers what had been flushed (to check a line is out before what follows)."""
+
+    def __init__(self):
+        self.buffered, self.flushed = "", ""
+
+    def write(self, text):
+        self.buffered += text
+
+    def flush(self):
+        self.flushed = self.buffered

@@ -15,7 +15,7 @@ from conftest import ROOT
 from lmtune.cli.recipe import deep_update
 from lmtune.params import validate
 from lmtune.train import checkpoints
-from repo_tools import copy_repo, kill_when, python_stage, run_until
+from repo_tools import FlushedStdout, copy_repo, kill_when, python_stage, run_until
 
 CLASSIFIER = {"task": "classification", "chunk": {"mode": "pad"}, "classification": {"label_names": ["neg", "pos"]}}
 LORA = {"lora": {"enabled": True}}
@@ -243,25 +243,12 @@ def test_changed_inputs_by_name(tmp_path):
     assert checkpoints.changed_inputs(tmp_path, {"seed": 1}) == []
 
 
-class _Stdout:
-    """sys.stdout that remembers what had been flushed."""
-
-    def __init__(self):
-        self.buffered, self.flushed = "", ""
-
-    def write(self, text):
-        self.buffered += text
-
-    def flush(self):
-        self.flushed = self.buffered
-
-
 def test_resume_and_discard_say_so_at_once(tmp_path, monkeypatch):
     ckpts = tmp_path / "checkpoints"
     (ckpts / "checkpoint-2").mkdir(parents=True)
     (ckpts / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 8}))
     (ckpts / checkpoints.FINGERPRINT).write_text(json.dumps({"fingerprint": "f1", "identity": {"seed": 1, "lr": 1}}))
-    out = _Stdout()
+    out = FlushedStdout()
     monkeypatch.setattr(sys, "stdout", out)
     assert checkpoints.resumable_checkpoint(ckpts, "f1") == str(ckpts / "checkpoint-2")
     assert out.flushed == f"resuming from {ckpts / 'checkpoint-2'}\n"

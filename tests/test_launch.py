@@ -10,6 +10,7 @@ from accelerate.commands.launch import _validate_launch_command, launch_command_
 
 from lmtune.train import launch
 from lmtune.errors import UserError
+from repo_tools import FlushedStdout
 
 MULTI_NODE = """\
 compute_environment: LOCAL_MACHINE
@@ -201,17 +202,7 @@ def test_the_launch_line_is_out_before_the_processes_start(launcher, tmp_path, m
 
     import accelerate.commands.launch as acc
 
-    class Out:
-        def __init__(self):
-            self.buffered, self.flushed = "", ""
-
-        def write(self, text):
-            self.buffered += text
-
-        def flush(self):
-            self.flushed = self.buffered
-
-    out, seen = Out(), []
+    out, seen = FlushedStdout(), []
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(acc, "launch_command", lambda ns: seen.append(out.flushed))
     with pytest.raises(SystemExit):
