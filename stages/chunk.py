@@ -8,17 +8,17 @@ from lmtune import paths
 from lmtune.data import chunking
 from lmtune.errors import UserError, cli
 from lmtune.io import atomic_dir, save_tables
-from lmtune.models import loading
+from lmtune.models import config_file
 from stages.common import begin
 
 
 @cli
 def main() -> None:
     p, task = begin()
-    config = loading.load_config(paths.BASE)
-    if p.chunk.block_size > (context := loading.context_length(config)):
+    config = config_file.read(paths.BASE)
+    if p.chunk.block_size > (context := config_file.context_length(config)):
         raise UserError(f"chunk.block_size: {p.chunk.block_size} is above the model's context length {context}")
-    out = chunking.split_examples(task, datasets.load_from_disk(paths.TOKENS), config.pad_token_id)
+    out = chunking.split_examples(task, datasets.load_from_disk(paths.TOKENS), config_file.pad_token_id(config))
     with atomic_dir(paths.CHUNKS) as tmp:
         save_tables(out, tmp)
     print(f"chunk: {', '.join(f'{k} {len(v)} blocks of {p.chunk.block_size}' for k, v in out.items())}")

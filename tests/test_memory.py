@@ -234,7 +234,8 @@ def test_chunked_loss_holds_a_fixed_number_of_chunks_whatever_the_batch():
         e = estimate.estimate(chunked, batch, 0, 0, False)
         assert e.logits == estimate.CHUNKED_LOGITS_BUFFERS * 8 * MB
     slack = estimate.estimate(chunked, 4, 0, 0, False, heap_slack=True)  # chunks stay in the tuned heap
-    assert slack.logits == (estimate.CHUNKED_LOGITS_BUFFERS + estimate.HEAP_SLACK_LOGITS) * 8 * MB
+    assert slack.logits == (estimate.CHUNKED_LOGITS_BUFFERS + estimate.HEAP_SLACK_CHUNKED) * 8 * MB
+    assert estimate.HEAP_SLACK_CHUNKED < estimate.HEAP_SLACK_LOGITS  # fewer per-step buffers, fewer holes
     small = dataclasses.replace(PROFILE, logits_per_sample=2 * MB, chunk_logits=8 * MB)  # all logits < one chunk
     assert estimate.estimate(small, 3, 0, 0, False).logits == estimate.CHUNKED_LOGITS_BUFFERS * 6 * MB
 

@@ -21,6 +21,29 @@ def test_gpt2_from_config_uses_gpt2_bpe_and_is_seeded():
     assert loading.context_length(m1.config) == 64
 
 
+def test_config_file_reads_what_transformers_config_says(tmp_path):
+    # chunk reads models/base/config.json as JSON (no torch import): same context length and pad token.
+    import subprocess
+    import sys
+
+    from transformers import GPT2Config, LlamaConfig
+
+    from lmtune.models import config_file
+
+    for i, c in enumerate([GPT2Config(n_positions=64), GPT2Config(n_positions=128, pad_token_id=7),
+                           LlamaConfig(max_position_embeddings=2048, pad_token_id=3)]):
+        c.save_pretrained(tmp_path / str(i))
+        j = config_file.read(tmp_path / str(i))
+        assert (config_file.context_length(j), config_file.pad_token_id(j)) == (loading.context_length(c), c.pad_token_id)
+    with pytest.raises(UserError, match="context length of model type 'x'"):
+        config_file.context_length({"model_type": "x"})
+    with pytest.raises(UserError, match="no config.json"):
+        config_file.read(tmp_path)
+    code = "import sys, stages.chunk; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]  # chunk's start-up stays light
+
+
 def test_local_folder_roundtrip_and_pad_token(tmp_path):
     p = ModelParams(source="gpt2_config", name=None, revision=None, gpt2=TINY, chat_template=None)
     model, tok = loading.load_base(p, seed=0)

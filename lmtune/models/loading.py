@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmtune.checks import check_safetensors, one_line
 from lmtune.errors import UserError
+from lmtune.models import config_file
 from lmtune.params import ModelParams
 from lmtune.data.sources import package_dir
 
@@ -101,16 +102,8 @@ def load_base(model: ModelParams, seed: int):
 
 
 def context_length(config) -> int:
-    """The longest sequence the model can attend over (GPT-2: n_positions; Llama: max_position_embeddings)."""
-    for key in ("n_positions", "max_position_embeddings"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    raise UserError(f"cannot tell the context length of model type {config.model_type!r}")
-
-
-def load_config(path: Path):
-    check_model_dir(path)
-    return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    """The longest sequence a loaded model's config (transformers') can attend over (config_file.context_length)."""
+    return config_file.context_length(config.to_dict())
 
 
 def auto_class(head):

@@ -31,22 +31,27 @@ def get(name: str) -> type[Task]:
     return importlib.import_module(f"lmtune.tasks.{name}").TASK
 
 
+def _settings(name: str, section):
+    """(task `name`'s own params section validated or None, its problems each naming its key)."""
+    try:
+        return get(name).Settings.model_validate(section), []
+    except ValidationError as e:
+        return None, params.problems(e, name)
+
+
 def section_problems(name: str, section) -> list[str]:
     """The problems of task `name`'s own params section, each naming its key (`chat.role_key: missing`)."""
-    try:
-        get(name).Settings.model_validate(section)
-    except ValidationError as e:
-        return params.problems(e, name)
-    return []
+    return _settings(name, section)[1]
 
 
 def load(p, source: str = "params.yaml") -> Task:
     """The task `p.task` names, bound to the params; its section's problems and its cross-section checks
     fail here in one line."""
     cls = get(p.task)
-    if problems := section_problems(p.task, getattr(p, p.task)) + cls.problems(p):
+    settings, problems = _settings(p.task, getattr(p, p.task))
+    if problems := problems + cls.problems(p):
         params.refuse(problems, source)
-    return cls(p)
+    return cls(p, settings)
 
 
 def load_params(path: Path = paths.PARAMS) -> tuple[params.Params, Task]:

@@ -58,9 +58,10 @@ class Task:
     # The schema of the task's own params section (params.yaml `<name>:`), a pydantic model.
     Settings: type
 
-    def __init__(self, p):
+    def __init__(self, p, settings=None):
         self.p = p  # the validated params (lmtune.params.Params)
-        self.settings = self.Settings.model_validate(getattr(p, self.name))  # its own section, validated
+        # its own section, validated (`tasks.load` passes the Settings it already validated)
+        self.settings = settings if settings is not None else self.Settings.model_validate(getattr(p, self.name))
 
     @classmethod
     def problems(cls, p) -> list[str]:

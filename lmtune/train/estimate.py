@@ -34,7 +34,7 @@ processes, tiny GPT-2 whose logits are ~40% of its peak): 0.5 to 4 logits-sized 
 tensors, the same run to run only in distribution: the heap grows by one block at a random step (after
 step 2, or 9, or 51 of 60) depending on which small allocations take the holes' edges. SmolLM2 at
 4 x 256: 4.79 GB tuned against 4.42 untuned over 24 steps, 1.8 blocks (bench/RESULTS.md).
-The estimate adds 3 blocks. It adds none for logits of lmtune.allocator.MMAP_THRESHOLD (1 GiB) or more
+The estimate adds 3 blocks (2 with the chunked loss: HEAP_SLACK_CHUNKED). It adds none for logits of lmtune.allocator.MMAP_THRESHOLD (1 GiB) or more
 (glibc maps those afresh and unmaps them on free), nor without the tuning, nor on CUDA (its caching
 allocator is measured by its live tensors).
 
@@ -56,6 +56,11 @@ HEAP_SLACK_LOGITS = 3      # logits-sized blocks the tuned glibc heap holds beyo
 # backward. Measured (bench/memory.py, tiny GPT-2, bf16 autocast, glibc untuned): peak minus the other terms
 # 264 MB with 64 MiB chunks, 451 MB with one 196 MiB chunk (the whole 4 x 256 batch): 3 chunks covers both.
 CHUNKED_LOGITS_BUFFERS = 3
+# The tuned heap's holes with the chunked loss: fewer and smaller buffers per step than the plain loss's four,
+# so fewer chunk-sized holes. Measured (bench/memory.py, tuned, one whole-batch chunk): peak minus the other
+# terms, in chunks, 3.4-4.2 for tiny GPT-2 at 4 x 256 (676-831 MB over 3 runs, chunk 196 MiB) and 3.9 for
+# SmolLM2 at 4 x 256 (748 MB, chunk 192 MiB): 0.4-1.2 chunks above the three buffers; 2 covers the largest.
+HEAP_SLACK_CHUNKED = 2
 
 
 # ---- What one step needs -------------------------------------------------------------------------
@@ -114,7 +119,8 @@ def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, chec
     from lmtune.allocator import MMAP_THRESHOLD
 
     size, buffers = profile.logits(batch)
-    buffers += HEAP_SLACK_LOGITS if heap_slack and size < MMAP_THRESHOLD else 0
+    if heap_slack and size < MMAP_THRESHOLD:
+        buffers += HEAP_SLACK_CHUNKED if profile.chunk_logits else HEAP_SLACK_LOGITS
     return Estimate(
         batch=batch, block=profile.block, base=base,
         gradients=trainable_bytes,
