@@ -44,6 +44,16 @@ class Metric:
     per_unit: tuple[str, str] | None = None
 
 
+def token_metrics(scored: str) -> tuple[Metric, ...]:
+    """Loss, perplexity (the ranking metric) and next-token accuracy over the tokens the loss sees, named on the
+    card by `scored` ("text", "response", "assistant"): the language-model tasks' scores."""
+    return (
+        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
+        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", f"Perplexity ({scored} tokens)")),
+        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", f"Next-token accuracy ({scored} tokens)")),
+    )
+
+
 class Task:
     """One task. Subclasses set the four declarations and implement the hooks that raise NotImplementedError."""
 

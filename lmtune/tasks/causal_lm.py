@@ -9,7 +9,7 @@ from pydantic import Field
 from lmtune.data import text
 from lmtune.errors import UserError
 from lmtune.params import Strict
-from lmtune.tasks.base import Head, Metric, Task
+from lmtune.tasks.base import Head, Metric, Task, token_metrics
 
 
 class Settings(Strict):
@@ -24,9 +24,7 @@ class CausalLM(Task):
     title = "causal language model"
     head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True)
     metrics = (
-        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
-        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (text tokens)")),
-        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (text tokens)")),
+        *token_metrics("text"),
         Metric("n_tokens", "tokens", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))

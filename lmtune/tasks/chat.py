@@ -14,7 +14,7 @@ import numpy as np
 
 from lmtune.errors import UserError
 from lmtune.params import Strict
-from lmtune.tasks.base import Head, Metric, Task
+from lmtune.tasks.base import Head, Metric, Task, token_metrics
 
 IGNORE_INDEX = -100  # as lmtune.data.examples (not imported here: only the chunk stage loads that module)
 
@@ -132,9 +132,7 @@ class Chat(Task):
     # A causal LM whose pipeline takes a list of messages (rendered with the exported tokenizer's template).
     head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True, messages=True)
     metrics = (
-        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
-        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (assistant tokens)")),
-        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (assistant tokens)")),
+        *token_metrics("assistant"),
         Metric("stops", "replies that stop", ".3f", True,
                hub=("stop_rate", "Greedy first replies ending with the end-of-turn token")),
         Metric("n_tokens", "tokens", "d", None),

@@ -8,7 +8,7 @@ from pydantic import model_validator
 
 from lmtune.data import text
 from lmtune.params import Strict
-from lmtune.tasks.base import Head, Metric, Task
+from lmtune.tasks.base import Head, Metric, Task, token_metrics
 
 
 class Settings(Strict):
@@ -46,9 +46,7 @@ class Instruction(Task):
     # causal_lm.py: a stage depends on the one task module it runs (dvc.yaml), so each is complete.
     head = Head("AutoModelForCausalLM", "CAUSAL_LM", "text-generation", generates=True)
     metrics = (
-        Metric("loss", "loss", ".4f", False, per_unit=("nll", "n_tokens")),
-        Metric("perplexity", "perplexity", ".2f", False, ranks=True, hub=("perplexity", "Perplexity (response tokens)")),
-        Metric("accuracy", "next-token accuracy", ".4f", True, hub=("accuracy", "Next-token accuracy (response tokens)")),
+        *token_metrics("response"),
         Metric("n_tokens", "tokens", "d", None),
     )
     block_columns = (("doc", "pos", "n_tokens", "n_bytes"), ("nll",))
