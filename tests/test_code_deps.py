@@ -27,7 +27,7 @@ EDITS = {
         "lmtune/train/trainer.py", "causal LM labels are the input ids (the model shifts them)",
         "labels default to the input ids", {"train"}),
     "the task module the pipeline runs": (
-        "lmtune/tasks/causal_lm.py", '"Perplexity (text tokens)"', '"Perplexity over text tokens"',
+        "lmtune/tasks/causal_lm.py", 'token_metrics("text")', 'token_metrics("document")',
         STAGES - {"download"}),
 }
 
