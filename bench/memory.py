@@ -72,7 +72,7 @@ def measure(model_dir: Path, batch: int, block: int, steps: int, work: Path, che
         trainer.train(model, tok, blocks, None, tp, p.seed, Path(tmp) / "ckpt", "bench")
     peak = torch.cuda.max_memory_allocated() if cuda else limits.peak_rss()
     return {"estimate_mb": est.total / limits.MB, "measured_mb": peak / limits.MB, "device": device,
-            "parts_mb": {k: getattr(est, k) / limits.MB for k in ("base", "gradients", "optimizer", "activations", "logits")}}
+            "parts_mb": {k: getattr(est, k) / limits.MB for k in ("base", "gradients", "optimizer", "activations", "logits", "heap")}}
 
 
 def bench_model(label: str, model_dir: Path, shapes: list[tuple[int, int]], steps: int, repeats: int, work: Path) -> list[Row]:

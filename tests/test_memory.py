@@ -236,6 +236,13 @@ def test_chunked_loss_holds_a_fixed_number_of_chunks_whatever_the_batch():
     slack = estimate.estimate(chunked, 4, 0, 0, False, heap_slack=True)  # chunks stay in the tuned heap
     assert slack.logits == (estimate.CHUNKED_LOGITS_BUFFERS + estimate.HEAP_SLACK_CHUNKED) * 8 * MB
     assert estimate.HEAP_SLACK_CHUNKED < estimate.HEAP_SLACK_LOGITS  # fewer per-step buffers, fewer holes
+    # the gradients freed and allocated again each step leave holes too: a share of their bytes, counted once
+    churn = estimate.estimate(chunked, 4, 0, 100 * MB, False, heap_slack=True)
+    assert churn.heap == int(estimate.HEAP_SLACK_GRADIENTS * 100 * MB) and churn.logits == slack.logits
+    assert churn.total == churn.gradients + churn.optimizer + churn.activations + churn.logits + churn.heap
+    assert f"+ {limits.gb(churn.heap)} heap slack" in churn.parts()
+    assert estimate.estimate(chunked, 4, 0, 100 * MB, False).heap == 0  # untuned heap: none
+    assert estimate.estimate(PROFILE, 4, 0, 100 * MB, False, heap_slack=True).heap == 0  # plain loss: in its 3 blocks
     small = dataclasses.replace(PROFILE, logits_per_sample=2 * MB, chunk_logits=8 * MB)  # all logits < one chunk
     assert estimate.estimate(small, 3, 0, 0, False).logits == estimate.CHUNKED_LOGITS_BUFFERS * 6 * MB
 

@@ -34,8 +34,9 @@ processes, tiny GPT-2 whose logits are ~40% of its peak): 0.5 to 4 logits-sized 
 tensors, the same run to run only in distribution: the heap grows by one block at a random step (after
 step 2, or 9, or 51 of 60) depending on which small allocations take the holes' edges. SmolLM2 at
 4 x 256: 4.79 GB tuned against 4.42 untuned over 24 steps, 1.8 blocks (bench/RESULTS.md).
-The estimate adds 3 blocks (2 with the chunked loss: HEAP_SLACK_CHUNKED). It adds none for logits of lmtune.allocator.MMAP_THRESHOLD (1 GiB) or more
-(glibc maps those afresh and unmaps them on free), nor without the tuning, nor on CUDA (its caching
+The estimate adds 3 blocks (with the chunked loss: half a chunk and 0.4 x the gradients' bytes,
+HEAP_SLACK_CHUNKED and HEAP_SLACK_GRADIENTS). It adds none for logits of lmtune.allocator.MMAP_THRESHOLD
+(1 GiB) or more (glibc maps those afresh and unmaps them on free), nor without the tuning, nor on CUDA (its caching
 allocator is measured by its live tensors).
 
 `bench/memory.py` (`make bench`) compares the estimate with the median measured peak of fresh runs
@@ -56,11 +57,18 @@ HEAP_SLACK_LOGITS = 3      # logits-sized blocks the tuned glibc heap holds beyo
 # backward. Measured (bench/memory.py, tiny GPT-2, bf16 autocast, glibc untuned): peak minus the other terms
 # 264 MB with 64 MiB chunks, 451 MB with one 196 MiB chunk (the whole 4 x 256 batch): 3 chunks covers both.
 CHUNKED_LOGITS_BUFFERS = 3
-# The tuned heap's holes with the chunked loss: fewer and smaller buffers per step than the plain loss's four,
-# so fewer chunk-sized holes. Measured (bench/memory.py, tuned, one whole-batch chunk): peak minus the other
-# terms, in chunks, 3.4-4.2 for tiny GPT-2 at 4 x 256 (676-831 MB over 3 runs, chunk 196 MiB) and 3.9 for
-# SmolLM2 at 4 x 256 (748 MB, chunk 192 MiB): 0.4-1.2 chunks above the three buffers; 2 covers the largest.
-HEAP_SLACK_CHUNKED = 2
+# The tuned heap's holes with the chunked loss: half a chunk, plus 0.4 x the gradients' bytes, which every step
+# frees (zero_grad to None) and allocates again between the backward pass's other buffers. Measured peak minus
+# the other terms and the three chunk buffers (bench/memory.py, tuned, 5-10 steps; runs over two sessions):
+# - tiny GPT-2 (13 MB of gradients, one whole-batch chunk of 196 MiB): the peak lands on one of a few levels
+#   about a chunk apart, -0.7 to +1.0 chunks; the median of 5 runs 1,206-1,417 MB at 4 x 256, 1,105-1,431 MB
+#   at 1 x 1,024, and the bench's target (the estimate within -10%..+25% of it) holds for 3.3-3.5 chunks;
+# - SmolLM2 (513 MB of gradients): +94 to +353 MB at 4 x 256, 1 x 1,024 and 2 x 512 (192 MiB chunks), but
+#   +276 MB at 2 x 256 and +429 MB at 1 x 256 (chunks of 96 and 48 MiB), +490 MB in the default's own 126-step
+#   run at 2 x 256: the smaller the chunks, the less of the gradients' churn their holes absorb.
+# 0.5 chunk + 0.4 x gradients puts all of them within -10%..+25% (the default's run: 0.93x).
+HEAP_SLACK_CHUNKED = 0.5
+HEAP_SLACK_GRADIENTS = 0.4
 
 
 # ---- What one step needs -------------------------------------------------------------------------
@@ -102,14 +110,16 @@ class Estimate:
     optimizer: int
     activations: int
     logits: int
+    heap: int = 0  # the tuned heap's holes beyond the logits' blocks (HEAP_SLACK_GRADIENTS)
 
     @property
     def total(self) -> int:
-        return self.base + self.gradients + self.optimizer + self.activations + self.logits
+        return self.base + self.gradients + self.optimizer + self.activations + self.logits + self.heap
 
     def parts(self) -> str:
+        heap = f" + {gb(self.heap)} heap slack" if self.heap else ""
         return (f"{gb(self.base)} process + {gb(self.gradients)} gradients + {gb(self.optimizer)} AdamW + "
-                f"{gb(self.activations)} activations + {gb(self.logits)} logits")
+                f"{gb(self.activations)} activations + {gb(self.logits)} logits{heap}")
 
 
 def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, checkpointing: bool,
@@ -119,14 +129,17 @@ def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, chec
     from lmtune.allocator import MMAP_THRESHOLD
 
     size, buffers = profile.logits(batch)
+    heap = 0
     if heap_slack and size < MMAP_THRESHOLD:
         buffers += HEAP_SLACK_CHUNKED if profile.chunk_logits else HEAP_SLACK_LOGITS
+        heap = int(HEAP_SLACK_GRADIENTS * trainable_bytes) if profile.chunk_logits else 0
     return Estimate(
         batch=batch, block=profile.block, base=base,
         gradients=trainable_bytes,
         optimizer=ADAMW_STATES * trainable_bytes,
         activations=profile.activations(batch, checkpointing),
         logits=int(buffers * size),
+        heap=heap,
     )
 
 
