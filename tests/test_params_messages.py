@@ -145,6 +145,16 @@ def test_load_params_names_the_file_and_reports_every_section_at_once(tmp_path):
     path.write_text(yaml.safe_dump(BASE))
     p, task = tasks.load_params(path)
     assert p.task == task.name == "causal_lm" and task.settings.text_fields == BASE["causal_lm"]["text_fields"]
+    assert task.p is p
+
+
+def test_load_validates_the_task_section_once(monkeypatch):
+    settings = tasks.get("causal_lm").Settings
+    calls = []
+    validate = settings.model_validate
+    monkeypatch.setattr(settings, "model_validate", lambda section: calls.append(section) or validate(section))
+    task = tasks.load(params.validate(copy.deepcopy(BASE), "p.yaml"))
+    assert len(calls) == 1 and task.settings.joiner == BASE["causal_lm"]["joiner"]
 
 
 def test_validate_names_the_source_of_every_kind_of_problem():

@@ -41,3 +41,22 @@ def test_chunk_pad_drops_documents_with_nothing_to_predict():
     feats = bound("causal_lm").token_features(np.dtype(np.uint16))
     with pytest.raises(UserError, match="no example left with a token to learn"):
         chunked(ds({"input_ids": [[7]]}, feats), "pad", 4)
+
+
+def test_token_metrics_are_the_language_model_tasks_scores():
+    """Loss, perplexity and next-token accuracy: the keys evaluate writes, how each prints, which one ranks runs,
+    how the paired comparison recomputes the loss from blocks.csv, and the card's names for the scored tokens."""
+    from lmtune import tasks
+    from lmtune.tasks import base
+
+    loss, ppl, acc = base.token_metrics("response")
+    assert [(m.key, m.label, m.fmt, m.higher_is_better) for m in (loss, ppl, acc)] == [
+        ("loss", "loss", ".4f", False), ("perplexity", "perplexity", ".2f", False),
+        ("accuracy", "next-token accuracy", ".4f", True)]
+    assert [m.ranks for m in (loss, ppl, acc)] == [False, True, False]
+    assert (loss.per_unit, ppl.per_unit, acc.per_unit) == (("nll", "n_tokens"), None, None)
+    assert (loss.hub, ppl.hub, acc.hub) == (None, ("perplexity", "Perplexity (response tokens)"),
+                                            ("accuracy", "Next-token accuracy (response tokens)"))
+    assert all(m.hub_args == () for m in (loss, ppl, acc))
+    for name, word in (("causal_lm", "text"), ("instruction", "response"), ("chat", "assistant")):
+        assert tasks.get(name).metrics[:3] == base.token_metrics(word), name
