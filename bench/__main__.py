@@ -45,10 +45,11 @@ def parse_args(argv=None):
                     help="fresh processes per SmolLM2 evaluate side, each one warm-up + 1 timed evaluation (the informational side: 1)")
     ap.add_argument("--memory-steps", type=int, default=10,
                     help="tiny GPT-2 training steps per memory run (>= 3: AdamW's state exists from step 2)")
-    ap.add_argument("--memory-repeats", type=int, default=5, help="fresh tiny GPT-2 runs per memory row (the median is reported)")
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh tiny GPT-2 runs per memory row (the median is reported)")
     ap.add_argument("--memory-smollm2-steps", type=int, default=5, help="SmolLM2 training steps per memory run (one run per row)")
-    ap.add_argument("--memory-shapes", default="4x256,2x256,1x1024",
-                    help="micro-batch x block shapes for the memory rows (2x256: the default params' shape)")
+    ap.add_argument("--memory-shapes", default="4x256,1x1024", help="micro-batch x block shapes for the memory rows")
+    ap.add_argument("--memory-smollm2-shapes", default="4x256,2x256,1x1024",
+                    help="the same for SmolLM2 (2x256: the default params' shape)")
     ap.add_argument("--memory-models", default="tiny,smollm2", help="models for the memory rows: tiny, smollm2 or both")
     ap.add_argument("--lr-changes", type=int, default=1)
     ap.add_argument("--smollm2-dir", type=Path, default=Path.home() / ".cache" / "lmtune-bench" / "smollm2",
@@ -127,7 +128,10 @@ def _evaluate(args, work, models):
 def _memory(args, work, models):
     from bench import memory
 
-    shapes = [tuple(int(x) for x in s.split("x")) for s in args.memory_shapes.split(",")]
+    def parse(text):
+        return [tuple(int(x) for x in s.split("x")) for s in text.split(",")]
+
+    shapes = parse(args.memory_shapes)
     which = args.memory_models.split(",")
     rows = []
     if "tiny" in which:
@@ -135,7 +139,8 @@ def _memory(args, work, models):
         rows += memory.bench_model("tiny GPT-2", long_gpt2, shapes, max(3, args.memory_steps), args.memory_repeats, work)
         rows.append(memory.bench_sharded("tiny GPT-2", long_gpt2, *shapes[0], max(3, args.memory_steps), work))
     if "smollm2" in which:
-        rows += memory.bench_model("SmolLM2-135M", models.smol, shapes, max(3, args.memory_smollm2_steps), 1, work)
+        rows += memory.bench_model("SmolLM2-135M", models.smol, parse(args.memory_smollm2_shapes),
+                                   max(3, args.memory_smollm2_steps), 1, work)
     return rows
 
 
