@@ -61,12 +61,13 @@ CHUNKED_LOGITS_BUFFERS = 3
 # frees (zero_grad to None) and allocates again between the backward pass's other buffers. Measured peak minus
 # the other terms and the three chunk buffers (bench/memory.py, tuned, 5-10 steps; runs over two sessions):
 # - tiny GPT-2 (13 MB of gradients, one whole-batch chunk of 196 MiB): the peak lands on one of a few levels
-#   about a chunk apart, -0.7 to +1.0 chunks; the median of 5 runs 1,206-1,417 MB at 4 x 256, 1,105-1,431 MB
-#   at 1 x 1,024, and the bench's target (the estimate within -10%..+25% of it) holds for 3.3-3.5 chunks;
+#   about a chunk apart, -0.7 to +1.0 chunks (single runs 1,077-1,442 MB at 4 x 256, 1,096-1,466 MB at
+#   1 x 1,024), and the bench's target (the estimate within -10%..+25% of the median) holds at every one of
+#   those levels only for 3.3-3.5 chunks;
 # - SmolLM2 (513 MB of gradients): +94 to +353 MB at 4 x 256, 1 x 1,024 and 2 x 512 (192 MiB chunks), but
 #   +276 MB at 2 x 256 and +429 MB at 1 x 256 (chunks of 96 and 48 MiB), +490 MB in the default's own 126-step
 #   run at 2 x 256: the smaller the chunks, the less of the gradients' churn their holes absorb.
-# 0.5 chunk + 0.4 x gradients puts all of them within -10%..+25% (the default's run: 0.93x).
+# 0.5 chunk + 0.4 x gradients puts all of them within -10%..+25% (the default's own runs: 0.93-0.97x).
 HEAP_SLACK_CHUNKED = 0.5
 HEAP_SLACK_GRADIENTS = 0.4
 
@@ -131,8 +132,11 @@ def estimate(profile: Profile, batch: int, base: int, trainable_bytes: int, chec
     size, buffers = profile.logits(batch)
     heap = 0
     if heap_slack and size < MMAP_THRESHOLD:
-        buffers += HEAP_SLACK_CHUNKED if profile.chunk_logits else HEAP_SLACK_LOGITS
-        heap = int(HEAP_SLACK_GRADIENTS * trainable_bytes) if profile.chunk_logits else 0
+        if profile.chunk_logits:
+            buffers += HEAP_SLACK_CHUNKED
+            heap = int(HEAP_SLACK_GRADIENTS * trainable_bytes)
+        else:
+            buffers += HEAP_SLACK_LOGITS
     return Estimate(
         batch=batch, block=profile.block, base=base,
         gradients=trainable_bytes,
